@@ -1,0 +1,137 @@
+"""Composition root: config -> store, blobs, services -> listeners and the delivery worker.
+
+The only module that knows every concrete class.  `App.start()` binds every
+listener and starts the worker on the running event loop; `App.stop()` closes
+listeners, lets the delivery in progress finish (the rest stays queued) and
+closes the store.  Blocking work (SQL, fsync, argon2) runs in a thread pool
+through `run_blocking`, which carries the session id into the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from bridge.clock import Clock, SystemClock
+from bridge.config import Config, parse_listen
+from bridge.core.delivery import DeliveryWorker
+from bridge.core.events import LocalEvents
+from bridge.core.mimeinfo import MimeLimits
+from bridge.core.service import BridgeService, SubmitSettings
+from bridge.core.throttle import LoginThrottle
+from bridge.smtpserver.handler import SubmissionHandler
+from bridge.smtpserver.server import start_listeners
+from bridge.store.blobs import FileBlobStore
+from bridge.store.sql import SqlStore
+
+log = logging.getLogger("bridge.app")
+
+
+def tls_server_context(config: Config) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(config.resolve(config.tls.cert_file), config.resolve(config.tls.key_file))
+    return ctx
+
+
+def build_service(config: Config, store: SqlStore, blobs: FileBlobStore, clock: Clock,
+                  on_accepted: Callable[[], None] = lambda: None) -> BridgeService:
+    settings = SubmitSettings(hostname=config.bridge.hostname,
+                              directory_domain=config.bridge.directory_domain,
+                              max_message_size=config.smtp.max_message_size,
+                              limits=mime_limits(config), dedup_window=config.smtp.dedup_window)
+    throttle = LoginThrottle(config.auth.failure_delay, config.auth.failure_delay_max,
+                             config.auth.failure_window)
+    return BridgeService(store, blobs, clock, settings, throttle, on_accepted)
+
+
+def mime_limits(config: Config) -> MimeLimits:
+    return MimeLimits(max_header_bytes=config.smtp.max_header_bytes,
+                      max_header_count=config.smtp.max_header_count,
+                      max_mime_depth=config.smtp.max_mime_depth)
+
+
+class App:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.store = SqlStore(config.database_url, self.clock)
+        self.blobs = FileBlobStore(config.resolve(config.bridge.blob_dir))
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bridge-io")
+        self.servers: list[asyncio.AbstractServer] = []
+        self.stopping = asyncio.Event()
+        self._worker_task: asyncio.Task[None] | None = None
+
+    async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(ctx.run, fn, *args))
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.events = LocalEvents(loop)
+        c = self.config
+        self.worker = DeliveryWorker(
+            self.store, self.blobs, self.clock, self.events, hostname=c.bridge.hostname,
+            directory_domain=c.bridge.directory_domain, limits=mime_limits(c),
+            poll_interval=c.delivery.poll_interval, max_attempts=c.delivery.max_attempts,
+            retry_delay=c.delivery.retry_delay, run_blocking=self.run_blocking)
+        self.service = build_service(c, self.store, self.blobs, self.clock,
+                                     on_accepted=lambda: loop.call_soon_threadsafe(self.worker.wake))
+        await self.run_blocking(self.store.check_schema)
+        released = await self.run_blocking(self.store.release_leases)
+        if released:
+            log.info("%d delivery jobs interrupted earlier are queued again", released)
+        handler = SubmissionHandler(self.service, self.run_blocking, c.smtp.max_recipients,
+                                    c.auth.max_failures_per_connection)
+        listeners = c.smtp_listeners()
+        self.servers = await start_listeners(
+            handler, tls_server_context(c), c.bridge.hostname,
+            [(x.host, x.port) for x in listeners["starttls"]],
+            [(x.host, x.port) for x in listeners["implicit"]], c.smtp.max_message_size, c.smtp.timeout)
+        self._worker_task = asyncio.create_task(self.worker.run(self.stopping))
+
+    def bound(self) -> list[tuple[str, str, int]]:
+        """(role, host, port) of every listener, in config order."""
+        roles = ["smtp-starttls"] * len(self.config.smtp.listen_starttls) + \
+            ["smtp-implicit-tls"] * len(self.config.smtp.listen_implicit_tls)
+        out = []
+        for role, server in zip(roles, self.servers):
+            host, port = server.sockets[0].getsockname()[:2]
+            out.append((role, host, port))
+        return out
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            await server.wait_closed()
+        if self._worker_task:
+            await self._worker_task
+        self.executor.shutdown(wait=True)
+        self.store.close()
+
+
+async def serve(config: Config, ready: Callable[[App], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT."""
+    import signal
+    app = App(config)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    if ready:
+        ready(app)
+    await done.wait()
+    log.info("stopping: in-flight deliveries finish, the rest stays queued")
+    await app.stop()
+
+
+__all__ = ["App", "serve", "parse_listen"]

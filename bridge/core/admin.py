@@ -1,0 +1,140 @@
+"""Administration use cases: tenants, accounts, app passwords, contact points and grants.
+
+Validates input (kinds, CPR/CVR formats, addresses, domains), hashes secrets
+and records an audit event in the same transaction as each change.  The CLI
+(admin/) parses arguments and prints; it calls only these functions.  Errors
+are AdminError with a text that says what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bridge.clock import Clock
+from bridge.core.audit import AuditEvent
+from bridge.core.identities import CPR_RE, CVR_RE, TENANT_KINDS
+from bridge.crypto.passwords import generate_password, hash_password
+from bridge.errors import AdminError
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_LOCAL_RE = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+MIN_PASSWORD = 10
+
+
+class Admin:
+    def __init__(self, store: Any, clock: Clock, actor: str) -> None:
+        self.store, self.clock, self.actor = store, clock, actor
+
+    def _event(self, chain: str, kind: str, subject: str, **details: Any) -> AuditEvent:
+        return AuditEvent(time=self.clock.now(), chain=chain, kind=kind, result="ok", actor=self.actor,
+                          subject=subject, protocol="cli", details=details)
+
+    def _tenant_of(self, address: str) -> str:
+        domain = address.rpartition("@")[2]
+        for t in self.store.tenants():
+            if domain in t["domains"]:
+                return t["name"]
+        raise AdminError(f"{domain} is not a domain of any tenant "
+                         f"(see `dp2bridge tenant list`; add it with `tenant add ... --domain`)")
+
+    # --- tenants ---------------------------------------------------------------------
+
+    def add_tenant(self, name: str, display_name: str, kind: str, cvr: str | None,
+                   domains: list[str], may_address_cpr: bool = False) -> None:
+        if not _NAME_RE.match(name):
+            raise AdminError(f"tenant name {name!r} must be lowercase letters, digits and '-'")
+        if kind not in TENANT_KINDS:
+            raise AdminError(f"kind {kind!r} must be one of {', '.join(TENANT_KINDS)}")
+        if kind == "citizens" and cvr:
+            raise AdminError("a citizens tenant has no CVR number; leave out --cvr")
+        if kind != "citizens" and not (cvr and CVR_RE.match(cvr)):
+            raise AdminError(f"{kind} tenants need --cvr with an 8-digit CVR number")
+        domains = [check_domain(d) for d in domains]
+        if not domains:
+            raise AdminError("give at least one mail domain with --domain")
+        policy = {"may_address_cpr": True} if may_address_cpr else {}
+        self.store.add_tenant(name, display_name, kind, cvr, domains, policy,
+                              self._event(name, "tenant.added", name, tenant_kind=kind, domains=domains))
+
+    # --- accounts --------------------------------------------------------------------
+
+    def add_account(self, login: str, display_name: str, cpr: str | None,
+                    password: str | None) -> str | None:
+        """Create the account; returns a generated password when none was given."""
+        login = check_address(login)
+        tenant = self._tenant_of(login)
+        kind = next(t["kind"] for t in self.store.tenants() if t["name"] == tenant)
+        if kind == "citizens" and not (cpr and CPR_RE.match(cpr)):
+            raise AdminError("citizen accounts need --cpr with the 10-digit CPR number")
+        if kind != "citizens" and cpr:
+            raise AdminError(f"{login} is staff of a {kind}; only citizens have --cpr")
+        generated = None
+        if password is None:
+            generated = password = generate_password()
+        check_password(password)
+        self.store.add_account(login, tenant, display_name, cpr, hash_password(password),
+                               self._event(tenant, "account.added", login))
+        return generated
+
+    def set_password(self, login: str, password: str) -> None:
+        check_password(password)
+        login = login.lower()
+        self.store.set_password(login, hash_password(password),
+                                self._event(self._tenant_of(login), "account.password", login))
+
+    def add_app_password(self, login: str, name: str) -> str:
+        if not _NAME_RE.match(name.lower()):
+            raise AdminError("an app password name is a short label like 'thunderbird' or 'phone'")
+        secret = generate_password()
+        login = login.lower()
+        self.store.add_app_password(login, name.lower(), hash_password(secret),
+                                    self._event(self._tenant_of(login), "app-password.added", login,
+                                                name=name.lower()))
+        return secret
+
+    def revoke_app_password(self, login: str, name: str) -> None:
+        login = login.lower()
+        self.store.revoke_app_password(login, name.lower(), self._event(
+            self._tenant_of(login), "app-password.revoked", login, name=name.lower()))
+
+    # --- contact points --------------------------------------------------------------
+
+    def add_contact_point(self, address: str, name: str) -> None:
+        address = check_address(address)
+        tenant = self._tenant_of(address)
+        self.store.add_contact_point(address, tenant, name,
+                                     self._event(tenant, "contact-point.added", address, name=name))
+
+    def grant(self, address: str, login: str) -> None:
+        address, login = address.lower(), login.lower()
+        self.store.grant(address, login, self._event(self._tenant_of(address), "contact-point.granted",
+                                                     address, account=login))
+
+    def revoke(self, address: str, login: str) -> None:
+        address, login = address.lower(), login.lower()
+        self.store.revoke(address, login, self._event(self._tenant_of(address), "contact-point.revoked",
+                                                      address, account=login))
+
+
+def check_domain(domain: str) -> str:
+    d = domain.strip().lower().rstrip(".")
+    if not _DOMAIN_RE.match(d):
+        raise AdminError(f"{domain!r} is not a domain name like kommune.example.dk")
+    return d
+
+
+def check_address(address: str) -> str:
+    a = address.strip().lower()
+    local, sep, domain = a.rpartition("@")
+    if not sep or not _LOCAL_RE.match(local):
+        raise AdminError(f"{address!r} is not a mail address like name@kommune.example.dk")
+    return f"{local}@{check_domain(domain)}"
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AdminError(f"the password is too short: use at least {MIN_PASSWORD} characters")
+    if any(ord(c) < 32 for c in password):
+        raise AdminError("the password contains control characters (a stray newline?)")

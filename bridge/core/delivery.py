@@ -1,0 +1,120 @@
+"""The delivery worker: drains the durable queue into mailboxes (DESIGN.md section 4.3).
+
+A job is claimed with a lease, its copy is rendered and stored as a blob, and
+then ONE transaction files the entry (UID, MODSEQ), marks the job done and
+records the `delivered` audit event.  A crash before that commit leaves the job
+claimable again when its lease runs out (at start-up every lease of this store
+is free again); a crash after it finds the job done.  So each job is filed
+exactly once.  Filed messages are announced through `MessageEvents` for IDLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any, Awaitable, Callable
+
+from bridge.clock import Clock
+from bridge.core.audit import AuditEvent
+from bridge.core.events import MessageEvents
+from bridge.core.messages import Filed, Job
+from bridge.core.mimeinfo import MimeLimits, analyze
+from bridge.core.render import auth_results_field, received_field, render_copy
+
+log = logging.getLogger("bridge.delivery")
+
+BATCH = 64
+LEASE_SECONDS = 120.0
+
+
+class DeliveryWorker:
+    def __init__(self, store: Any, blobs: Any, clock: Clock, events: MessageEvents, *,
+                 hostname: str, directory_domain: str, limits: MimeLimits, poll_interval: float,
+                 max_attempts: int, retry_delay: float,
+                 run_blocking: Callable[..., Awaitable[Any]]) -> None:
+        self.store, self.blobs, self.clock, self.events = store, blobs, clock, events
+        self.hostname, self.directory_domain, self.limits = hostname, directory_domain, limits
+        self.poll_interval, self.max_attempts, self.retry_delay = poll_interval, max_attempts, retry_delay
+        self.run_blocking = run_blocking
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called (from any thread via the loop) when a message was accepted."""
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Deliver until `stopping` is set; a job in progress finishes, the rest stays queued."""
+        while not stopping.is_set():
+            try:
+                jobs = await self.run_blocking(self.store.claim_jobs, BATCH, LEASE_SECONDS)
+                for job in jobs:
+                    if stopping.is_set():
+                        break
+                    await self.run_blocking(self.deliver, job)
+            except Exception:
+                log.exception("delivery pass failed; retrying")
+                jobs = []
+            if not jobs:
+                await self._sleep(stopping)
+
+    async def _sleep(self, stopping: asyncio.Event) -> None:
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
+        await asyncio.wait(waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+
+    def deliver(self, job: Job) -> Filed | None:
+        """Deliver one claimed job (blocking).  Failures are retried later or marked failed."""
+        try:
+            sha, info = self._prepare(job)
+            filed = self.store.file(job, sha, info, self._event(job, "delivered", "ok"))
+        except Exception as exc:
+            log.exception("delivery of job %s (message %s) failed", job.id, job.message_uuid)
+            self._failed(job, exc)
+            return None
+        if filed is not None:
+            self.events.publish(filed)
+        return filed
+
+    def _prepare(self, job: Job) -> tuple[str, Any]:
+        raw = self.blobs.get(job.sha256)
+        if job.kind == "sent":
+            return job.sha256, None if self.store.has_content(job.sha256) else analyze(raw, self.limits)
+        copy = render_copy(
+            raw, reader_address=job.owner_address,
+            reader_directory_address=job.recipient if job.recipient.endswith(
+                f"@cpr.{self.directory_domain}") else None,
+            reader_is_authority=job.owner_tenant_kind == "authority",
+            directory_domain=self.directory_domain,
+            received=received_field(self.hostname, job.message_uuid, self.clock.now(), "smtp"),
+            auth_results=auth_results_field(self.hostname, job.from_address, self._visible_party(job)))
+        sha = self.blobs.put(copy)
+        return sha, None if self.store.has_content(sha) else analyze(copy, MimeLimits(
+            max_header_bytes=self.limits.max_header_bytes + 4096,
+            max_header_count=self.limits.max_header_count + 4, max_mime_depth=self.limits.max_mime_depth))
+
+    def _visible_party(self, job: Job) -> str | None:
+        """The sender's legal identity as this reader may see it: CVR always, CPR only for
+        authorities."""
+        if job.sender_party and (job.sender_party.startswith("cvr:") or job.owner_tenant_kind == "authority"):
+            return job.sender_party
+        return None
+
+    def _event(self, job: Job, kind: str, result: str, **details: Any) -> AuditEvent:
+        return AuditEvent(time=self.clock.now(), chain=job.tenant_name, kind=kind, result=result,
+                          actor="delivery", subject=job.owner_address, message_uuid=job.message_uuid,
+                          protocol="worker", details={"mailbox": "Sent" if job.kind == "sent" else "INBOX",
+                                                      "recipient_chain": job.owner_chain, **details})
+
+    def _failed(self, job: Job, exc: Exception) -> None:
+        final = job.attempts >= self.max_attempts
+        retry_at = None if final else self.clock.now() + dt.timedelta(
+            seconds=self.retry_delay * job.attempts)
+        event = self._event(job, "delivery.failed" if final else "delivery.deferred", "fail",
+                            attempts=job.attempts, error=type(exc).__name__)
+        try:
+            self.store.fail_job(job, f"{type(exc).__name__}: {exc}", retry_at, event)
+        except Exception:
+            log.exception("could not record failure of job %s; its lease will expire", job.id)

@@ -1,0 +1,205 @@
+"""Use cases the front ends and the CLI call: authenticate, check addresses, submit.
+
+Methods here are synchronous and do blocking work (argon2, fsync, SQL); the
+asyncio front ends run them in a worker thread (`bridge.app.run_blocking`).
+Every refusal is a BridgeError carrying its client-safe text; every accepted,
+refused and failed action leaves an audit event.  Imports no protocol or
+storage library: the store, blob store and clock arrive as arguments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from bridge.clock import Clock
+from bridge.core import identities as ids
+from bridge.core.audit import SYSTEM_CHAIN, AuditEvent
+from bridge.core.messages import Submission
+from bridge.core.mimeinfo import MessageInfo, MimeLimits, analyze
+from bridge.core.throttle import LoginThrottle
+from bridge.crypto.passwords import verify_any
+from bridge.errors import (AuthenticationFailed, AuthorizationIdentityRefused, BareLineEnding,
+                           BridgeError, HeaderFromInvalid, HeaderFromNotAllowed, MessageTooBig,
+                           SenderNotAllowed)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Who is on the other end of a protocol session, for audit events and throttling."""
+
+    session_id: str
+    protocol: str                 # smtp | imap | cli
+    ip: str
+    tls: bool
+
+
+@dataclass(frozen=True)
+class SubmitSettings:
+    hostname: str
+    directory_domain: str
+    max_message_size: int
+    limits: MimeLimits
+    dedup_window: int             # seconds; 0 = off
+
+
+@dataclass(frozen=True)
+class Accepted:
+    uuid: str
+    duplicate: bool               # True: an earlier acceptance of the same Message-ID
+
+
+def has_bare_line_ending(raw: bytes) -> bool:
+    """True if a CR is not followed by LF or an LF is not preceded by CR (SMTP smuggling)."""
+    return raw.count(b"\r") != raw.count(b"\r\n") or raw.count(b"\n") != raw.count(b"\r\n")
+
+
+class BridgeService:
+    def __init__(self, store: Any, blobs: Any, clock: Clock, settings: SubmitSettings,
+                 throttle: LoginThrottle, on_accepted: Callable[[], None] = lambda: None) -> None:
+        self.store, self.blobs, self.clock = store, blobs, clock
+        self.settings = settings
+        self.throttle = throttle
+        self.on_accepted = on_accepted
+
+    def _event(self, chain: str, kind: str, result: str, ctx: SessionInfo | None, **kw: Any) -> AuditEvent:
+        return AuditEvent(time=self.clock.now(), chain=chain, kind=kind, result=result,
+                          protocol=ctx.protocol if ctx else None,
+                          session_id=ctx.session_id if ctx else None, **kw)
+
+    # --- authentication --------------------------------------------------------------
+
+    def authenticate(self, login: str, password: str, ctx: SessionInfo, authzid: str = "") -> ids.Principal:
+        """The principal for `login`/`password`; raises AuthenticationFailed (same for every
+        reason) or AuthorizationIdentityRefused.  The caller applies `failure_delay`."""
+        login = login.strip().lower()
+        if authzid and authzid.strip().lower() != login:
+            self.store.append_audit(self._event(SYSTEM_CHAIN, "login", "fail", ctx, actor=login[:320],
+                                                details={"reason": "authzid differs", "ip": ctx.ip}))
+            raise AuthorizationIdentityRefused(f"authzid {authzid!r} for {login}")
+        creds = self.store.credentials(login) if login else None
+        hashes = [h for _, h in creds[2]] if creds else []
+        index = verify_any(password, hashes)          # runs argon2 for unknown users too
+        if creds is None or index is None:
+            chain = creds[1] if creds else SYSTEM_CHAIN
+            reason = "unknown user" if creds is None else "wrong password"
+            self.store.append_audit(self._event(chain, "login", "fail", ctx, actor=login[:320],
+                                                details={"reason": reason, "ip": ctx.ip}))
+            raise AuthenticationFailed(f"{reason}: {login!r}")
+        account_id, chain, entries = creds
+        app_password_id = entries[index][0]
+        self.store.record_login(app_password_id, self._event(
+            chain, "login", "ok", ctx, actor=login,
+            details={"ip": ctx.ip, "tls": ctx.tls, "credential": "password" if app_password_id is None
+                     else "app-password"}))
+        return self.store.principal(account_id)
+
+    def failure_delay(self, ip: str, login: str, connection_failures: int) -> float:
+        return self.throttle.record_failure(ip, login, connection_failures)
+
+    # --- addresses -------------------------------------------------------------------
+
+    def check_mail_from(self, principal: ids.Principal, address: str, ctx: SessionInfo) -> str:
+        try:
+            return ids.check_sender(principal, address)
+        except SenderNotAllowed as exc:
+            self._refused(principal, ctx, exc, subject=address)
+            raise
+
+    def check_rcpt(self, principal: ids.Principal, address: str, ctx: SessionInfo) -> ids.Target:
+        try:
+            addr = ids.classify(address, self.settings.directory_domain, self.store.domain_kinds())
+            ids.precheck_recipient(principal, addr)
+            target = self.store.resolve(addr)
+            corresponded = bool(target) and principal.tenant_kind != "authority" and \
+                self.store.corresponded(principal.account_id, target.address)
+            return ids.check_target(principal, target, addr, corresponded)
+        except BridgeError as exc:
+            self._refused(principal, ctx, exc, subject=address)
+            raise
+
+    def _refused(self, principal: ids.Principal, ctx: SessionInfo, exc: BridgeError, **kw: Any) -> None:
+        self.store.append_audit(self._event(principal.tenant_name, "submit.rejected", "refused", ctx,
+                                            actor=principal.login, details={"reason": str(exc)[:500]},
+                                            **kw))
+
+    # --- submission ----------------------------------------------------------------
+
+    def submit(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
+               raw: bytes, ctx: SessionInfo) -> Accepted:
+        """Check the message and accept it durably: blob fsynced, then the message, its delivery
+        jobs and its audit event committed in one transaction.  Only then does this return."""
+        try:
+            raw, info = self._checked(principal, raw)
+        except BridgeError as exc:
+            if not exc.temporary:
+                self._refused(principal, ctx, exc)
+            raise
+        since = self.clock.now() - dt.timedelta(seconds=self.settings.dedup_window)
+        if self.settings.dedup_window and info.message_id:
+            earlier = self.store.find_duplicate(principal.account_id, info.message_id, since)
+            if earlier:
+                return Accepted(earlier, duplicate=True)
+        return Accepted(self._accept(principal, mail_from, recipients, raw, info, ctx), duplicate=False)
+
+    def _checked(self, principal: ids.Principal, raw: bytes) -> tuple[bytes, MessageInfo]:
+        if len(raw) > self.settings.max_message_size:
+            raise MessageTooBig(f"{len(raw)} bytes")
+        if has_bare_line_ending(raw):
+            raise BareLineEnding()
+        info = analyze(raw, self.settings.limits)
+        if info.from_header_count != 1 or len(info.from_addrs) != 1:
+            raise HeaderFromInvalid(f"{info.from_header_count} From fields, {len(info.from_addrs)} addresses")
+        if info.from_addrs[0] not in principal.sender_addresses:
+            raise HeaderFromNotAllowed(f"{principal.login} wrote From {info.from_addrs[0]}")
+        if info.message_id and info.date:
+            return raw, info
+        raw = self._complete_header(raw, info)    # RFC 6409 section 8.2/8.3: MSA adds them
+        return raw, analyze(raw, self.settings.limits)
+
+    def _complete_header(self, raw: bytes, info: MessageInfo) -> bytes:
+        extra = b""
+        if not info.message_id:
+            extra += f"Message-ID: <{uuid.uuid4()}@{self.settings.hostname}>\r\n".encode()
+        if not info.date:
+            extra += f"Date: {_rfc5322_date(self.clock.now())}\r\n".encode()
+        return extra + raw
+
+    def _accept(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
+                raw: bytes, info: MessageInfo, ctx: SessionInfo) -> str:
+        sha = self.blobs.put(raw)
+        message_uuid = str(uuid.uuid4())
+        thread = self.store.thread_of(info.in_reply_to + info.references) or str(uuid.uuid4())
+        targets = _unique_targets(recipients)
+        sub = Submission(uuid=message_uuid, message_id=info.message_id or "", thread_id=thread,
+                         in_reply_to=info.in_reply_to[0] if info.in_reply_to else None,
+                         tenant_id=principal.tenant_id, sender_account_id=principal.account_id,
+                         sender_party_id=principal.party_id, from_address=info.from_addrs[0],
+                         subject=info.subject, sha256=sha, size=len(raw), internal_date=self.clock.now(),
+                         origin=ctx.protocol, session_id=ctx.session_id)
+        event = self._event(principal.tenant_name, "submit.accepted", "ok", ctx, actor=principal.login,
+                            message_uuid=message_uuid,
+                            details={"sha256": sha, "size": len(raw), "message_id": sub.message_id,
+                                     "mail_from": mail_from, "header_from": sub.from_address,
+                                     "recipients": [r for r, _ in targets]})
+        self.store.accept(sub, [t for _, t in targets], [r for r, _ in targets], event, info)
+        self.on_accepted()
+        return message_uuid
+
+
+def _unique_targets(recipients: list[tuple[str, ids.Target]]) -> list[tuple[str, ids.Target]]:
+    """One delivery per mailbox owner, even if two addresses reach the same one."""
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for rcpt, target in recipients:
+        if (target.kind, target.id) not in seen:
+            seen.add((target.kind, target.id))
+            out.append((rcpt, target))
+    return out
+
+
+def _rfc5322_date(when: dt.datetime) -> str:
+    from email.utils import format_datetime
+    return format_datetime(when.astimezone(dt.timezone.utc))

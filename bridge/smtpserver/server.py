@@ -1,0 +1,103 @@
+"""SMTP submission listeners: STARTTLS (RFC 6409 + RFC 3207) and implicit TLS (RFC 8314).
+
+`BridgeSMTP` is aiosmtpd's SMTP with the safe settings made explicit
+(auth_required, require_starttls on the STARTTLS listener; on the implicit-TLS
+listener auth_require_tls must be False or aiosmtpd hides AUTH, issue #281,
+and that socket is TLS from the first byte), a session id per connection,
+every reply passed through replies.finish, and a handle_exception that never
+sends exception text (aiosmtpd's default does) and resets the transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from bridge.core.service import SessionInfo
+from bridge.logs import session_id as session_var
+from bridge.smtpserver import replies as r
+from bridge.smtpserver.handler import SubmissionHandler
+
+log = logging.getLogger("bridge.smtp")
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(6)
+
+
+class BridgeSMTP(SMTP):
+    def __init__(self, handler: SubmissionHandler, *, implicit_tls: bool, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.session_id = new_session_id()
+        self.implicit_tls = implicit_tls
+        self.auth_failures = 0
+        self._greeted = False
+        self._in_ehlo = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        session_var.set(self.session_id)          # copied into the session task's context
+        if not self._greeted:
+            log.info("connection from %s", _ip(transport))
+        super().connection_made(transport)
+
+    def session_info(self) -> SessionInfo:
+        tls = self.implicit_tls or self._tls_protocol is not None
+        return SessionInfo(self.session_id, "smtp", _ip(self.transport), tls)
+
+    def close_connection(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def push(self, status: Any) -> None:
+        line = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        if self._in_ehlo and line.startswith("250"):
+            return await super().push(line)
+        line = r.finish(line, self.session_id, greeting=not self._greeted)
+        self._greeted = True
+        await super().push(line)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._in_ehlo = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._in_ehlo = False
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("internal error in SMTP session", exc_info=error)
+        self._set_rset_state()
+        return str(r.R451_INTERNAL)
+
+
+def _ip(transport: Any) -> str:
+    peer = transport.get_extra_info("peername") if transport else None
+    return str(peer[0]) if peer else "unknown"
+
+
+async def start_listeners(handler: SubmissionHandler, tls_context: ssl.SSLContext, hostname: str,
+                          starttls: list[tuple[str, int]], implicit: list[tuple[str, int]],
+                          max_message_size: int, timeout: int) -> list[asyncio.AbstractServer]:
+    """Start every submission listener; returns the servers (their sockets tell the ports)."""
+    loop = asyncio.get_running_loop()
+    common = dict(data_size_limit=max_message_size, hostname=hostname, ident="dp2bridge ESMTP",
+                  decode_data=False, enable_SMTPUTF8=True, auth_required=True, timeout=timeout,
+                  loop=loop)
+
+    def starttls_factory() -> BridgeSMTP:
+        return BridgeSMTP(handler, implicit_tls=False, tls_context=tls_context, require_starttls=True,
+                          auth_require_tls=True, **common)
+
+    def implicit_factory() -> BridgeSMTP:
+        # aiosmtpd #281: auth_require_tls=True would hide AUTH; this socket is TLS from byte one.
+        return BridgeSMTP(handler, implicit_tls=True, auth_require_tls=False, **common)
+
+    servers = [await loop.create_server(starttls_factory, host, port, reuse_address=True)
+               for host, port in starttls]
+    servers += [await loop.create_server(implicit_factory, host, port, ssl=tls_context,
+                                         reuse_address=True) for host, port in implicit]
+    return servers

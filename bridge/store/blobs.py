@@ -1,0 +1,93 @@
+"""Content-addressed message blobs on disk (DESIGN.md section 4.2).
+
+Layout: <root>/<sha[0:2]>/<sha[2:4]>/<sha>.  A blob is written to a temporary
+file in the same directory, fsynced, renamed into place, and the directory is
+fsynced, so a name that exists always holds complete bytes: after a crash
+there are at most stray `*.tmp` files, never a torn blob.  Identical content
+is stored once.  `BlobStore` is the interface; an object store can implement it
+later (DESIGN.md section 11).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from bridge.errors import StorageUnavailable
+
+
+class BlobStore(Protocol):
+    def put(self, data: bytes) -> str:
+        """Store `data` durably; return its SHA-256 (hex).  Raises StorageUnavailable."""
+        ...
+
+    def get(self, sha256: str) -> bytes:
+        """The bytes stored under `sha256`.  Raises KeyError when there are none."""
+        ...
+
+    def exists(self, sha256: str) -> bool:
+        ...
+
+
+class FileBlobStore:
+    """See `BlobStore`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise KeyError(sha256)
+        return self.root / sha256[0:2] / sha256[2:4] / sha256
+
+    def put(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        final = self.path(sha)
+        if final.exists():
+            return sha
+        try:
+            self._write(final, data)
+        except OSError as exc:
+            raise StorageUnavailable(f"writing blob {sha}: {exc}") from exc
+        return sha
+
+    def _write(self, final: Path, data: bytes) -> None:
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(final.parent.parent)   # the new directories' own entries
+            _fsync_dir(self.root)
+        tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+    def get(self, sha256: str) -> bytes:
+        try:
+            return self.path(sha256).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(sha256) from None
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
