@@ -25,7 +25,7 @@ from bridge.core.mimeinfo import MimeLimits
 from bridge.core.service import BridgeService, SubmitSettings
 from bridge.core.throttle import LoginThrottle
 from bridge.smtpserver.handler import SubmissionHandler
-from bridge.smtpserver.server import start_listeners
+from bridge.smtpserver.server import close_all, start_listeners
 from bridge.store.blobs import FileBlobStore
 from bridge.store.sql import SqlStore
 
@@ -110,6 +110,7 @@ class App:
         self.stopping.set()
         for server in self.servers:
             server.close()
+        await close_all()
         for server in self.servers:
             await server.wait_closed()
         if self._worker_task:

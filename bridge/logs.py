@@ -35,9 +35,11 @@ class AiosmtpdFilter(logging.Filter):
     """Drops aiosmtpd records that may contain AUTH payloads or message content."""
 
     ALWAYS_DROP = {"challenge_auth", "_auth_interact"}
+    # Deliberate choices of ours that aiosmtpd warns about on every connection.
+    NOISE = ("Session.login_data", "auth_required == True but auth_require_tls == False")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.funcName in self.ALWAYS_DROP or str(record.msg).startswith("Session.login_data"):
+        if record.funcName in self.ALWAYS_DROP or str(record.msg).startswith(self.NOISE):
             return False
         if record.levelno <= logging.DEBUG and not logging.getLogger("bridge").isEnabledFor(TRACE):
             return False

@@ -64,6 +64,8 @@ _ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
 class MimeLimits:
     """Limits that make `analyze` reject a message instead of describing it."""
 
+    # Both header limits also apply to every embedded message/rfc822 header,
+    # whose address fields are parsed for its ENVELOPE.
     max_header_bytes: int = 256 * 1024  # size of the top-level header section
     max_header_count: int = 1000  # number of top-level header fields
     max_mime_depth: int = 20  # the message is depth 1; each enclosing multipart/message adds 1
@@ -279,7 +281,9 @@ def _add_message(walk: _Walk, node: dict, depth: int) -> None:
         _make_opaque(node)  # todo: decode base64/quoted-printable message/global
         return
     _header_start, body_start, end = node["offsets"]
-    header = read_header(walk.raw, body_start, end)
+    limits = walk.limits  # an embedded message's header gets the top-level limits too
+    header = read_header(walk.raw, body_start, end,
+                         max_bytes=limits.max_header_bytes, max_count=limits.max_header_count)
     body = _entity(walk, body_start, header, end, depth + 1, "text")
     node["message"] = {"envelope": _envelope(header), "body": body}
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import secrets
 import ssl
+import warnings
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
@@ -24,6 +25,15 @@ from bridge.smtpserver import replies as r
 from bridge.smtpserver.handler import SubmissionHandler
 
 log = logging.getLogger("bridge.smtp")
+
+
+# Open connections of this process, so that stopping can close them (asyncio's
+# Server.close() in Python 3.11 leaves accepted connections open).
+LIVE: "set[BridgeSMTP]" = set()
+
+
+async def close_all() -> None:
+    await asyncio.gather(*(conn.shutdown() for conn in list(LIVE)), return_exceptions=True)
 
 
 def new_session_id() -> str:
@@ -43,7 +53,23 @@ class BridgeSMTP(SMTP):
         session_var.set(self.session_id)          # copied into the session task's context
         if not self._greeted:
             log.info("connection from %s", _ip(transport))
+            LIVE.add(self)
         super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        LIVE.discard(self)
+        super().connection_lost(error)
+
+    async def shutdown(self) -> None:
+        """Close this connection now (server stopping); a transaction in progress is lost
+        unanswered, which the client treats as a temporary failure."""
+        task = self._handler_coroutine
+        if task is not None and not task.done():
+            task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
 
     def session_info(self) -> SessionInfo:
         tls = self.implicit_tls or self._tls_protocol is not None
@@ -93,8 +119,11 @@ async def start_listeners(handler: SubmissionHandler, tls_context: ssl.SSLContex
                           auth_require_tls=True, **common)
 
     def implicit_factory() -> BridgeSMTP:
-        # aiosmtpd #281: auth_require_tls=True would hide AUTH; this socket is TLS from byte one.
-        return BridgeSMTP(handler, implicit_tls=True, auth_require_tls=False, **common)
+        # aiosmtpd #281: auth_require_tls=True would hide AUTH; this socket is TLS from byte one,
+        # so aiosmtpd's warning about AUTH without TLS does not apply here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+            return BridgeSMTP(handler, implicit_tls=True, auth_require_tls=False, **common)
 
     servers = [await loop.create_server(starttls_factory, host, port, reuse_address=True)
                for host, port in starttls]

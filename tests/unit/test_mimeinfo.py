@@ -351,6 +351,16 @@ def test_too_large_header_section_raises():
     assert analyze(folded, MimeLimits(max_header_bytes=900)).header_size == len(folded)
 
 
+def test_header_limits_apply_to_embedded_messages():
+    embedded = FORWARD.replace(b"Subject: the original", b"X-Big: " + b"x" * 300_000)
+    with pytest.raises(HeaderTooLarge):
+        analyze(embedded)
+    extra = FORWARD.replace(b"Subject: the original", b"Subject: the original\r\nX-A: 1")
+    assert analyze(FORWARD, MimeLimits(max_header_count=3)).from_header_count == 1
+    with pytest.raises(TooManyHeaders):  # top level 3 fields, the embedded one 4
+        analyze(extra, MimeLimits(max_header_count=3))
+
+
 def nested(levels: int) -> bytes:
     """A message whose body is `levels` nested multiparts around one text part."""
     raw = b"Content-Type: text/plain\r\n\r\nleaf"

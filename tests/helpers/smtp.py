@@ -1,0 +1,69 @@
+"""smtplib helpers: TLS clients that trust the test home's CA, and message builders."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+import time
+import uuid
+from base64 import b64encode
+from typing import Any, Callable
+
+from tests.conftest import PASSWORDS, RunningBridge
+
+
+def tls_context(bridge: RunningBridge) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=bridge.ca_file)
+
+
+def connect(bridge: RunningBridge, implicit: bool = False) -> smtplib.SMTP:
+    """A client after EHLO (and STARTTLS unless implicit TLS), not yet authenticated."""
+    if implicit:
+        client: smtplib.SMTP = smtplib.SMTP_SSL("localhost", bridge.smtps_port,
+                                                context=tls_context(bridge), timeout=30)
+    else:
+        client = smtplib.SMTP("localhost", bridge.smtp_port, timeout=30)
+        client.starttls(context=tls_context(bridge))
+    client.ehlo("client.test")
+    return client
+
+
+def login(bridge: RunningBridge, user: str, implicit: bool = False) -> smtplib.SMTP:
+    client = connect(bridge, implicit)
+    client.login(user, PASSWORDS[user])
+    return client
+
+
+def message(sender: str, to: str, subject: str = "Test", body: str = "Hej\r\n",
+            message_id: str | None = None, extra: str = "") -> bytes:
+    mid = message_id or f"<{uuid.uuid4()}@client.test>"
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {mid}\r\n"
+            f"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\n{extra}MIME-Version: 1.0\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 2.0, interval: float = 0.02) -> Any:
+    """The first truthy value of predicate() within `timeout` seconds, else AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def assert_no_secret_in_logs(secrets: list[str], records: list[logging.LogRecord], text: str = "") -> None:
+    """No password appears in any log record or captured text, plain or base64 (alone, in
+    AUTH PLAIN form or in AUTH LOGIN form)."""
+    forms: list[str] = []
+    for secret in secrets:
+        raw = secret.encode()
+        forms += [secret, b64encode(raw).decode()]
+        for login in PASSWORDS:
+            forms.append(b64encode(b"\0" + login.encode() + b"\0" + raw).decode())
+    haystack = text + "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in records)
+    for form in forms:
+        assert form not in haystack, f"a secret leaked into the logs: {form[:6]}..."
