@@ -123,7 +123,7 @@ def _section(fields: list, body_start: int) -> HeaderSection:
 
 def decode_words(value: str) -> str:
     """Decode RFC 2047 encoded-words; undecodable words are kept as written."""
-    pieces: list = []  # str, or [charset, bytes] for a decoded run
+    pieces: list = []  # str, or [charset, bytearray] for a run of decoded words
     pos = 0
     for match in _ENCODED_WORD.finditer(value):
         gap = value[pos:match.start()]

@@ -218,7 +218,7 @@ def _encoding(value: str | None) -> str:
 
 
 def _lines(raw: bytes, body_start: int, end: int, mtype: str, subtype: str) -> int | None:
-    if mtype != "text" and (mtype, subtype) not in (("message", s) for s in _MESSAGE_SUBTYPES):
+    if not (mtype == "text" or (mtype == "message" and subtype in _MESSAGE_SUBTYPES)):
         return None  # RFC 9051 §7.5.2: only body-type-text and body-type-msg have lines
     unterminated = end > body_start and raw[end - 1] != 0x0A
     return raw.count(b"\n", body_start, end) + unterminated
