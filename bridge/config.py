@@ -14,6 +14,7 @@ bridge.errors.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +183,7 @@ def parse_listen(text: str) -> Listen:
 
 def load_config(path: Path | str) -> Config:
     """Read and validate bridge.toml; raises ConfigError listing every problem."""
-    path = Path(path).absolute()
+    path = Path(os.path.abspath(path))          # absolute and without "..", symlinks kept
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

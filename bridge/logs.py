@@ -41,14 +41,39 @@ class AiosmtpdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.funcName in self.ALWAYS_DROP or str(record.msg).startswith(self.NOISE):
             return False
+        if record.args and ("unrecognised" in str(record.msg) or record.funcName == "sanitized_log"):
+            record.args = tuple(_mask_unknown_command(a) for a in record.args)
         if record.levelno <= logging.DEBUG and not logging.getLogger("bridge").isEnabledFor(TRACE):
             return False
         return "AUTH" not in str(record.msg).upper() or record.levelno > logging.INFO
 
 
+SMTP_VERBS = {b"EHLO", b"HELO", b"MAIL", b"RCPT", b"DATA", b"RSET", b"NOOP", b"QUIT", b"STARTTLS",
+              b"AUTH", b"VRFY", b"EXPN", b"HELP"}
+
+
+def _mask_unknown_command(arg: Any) -> Any:
+    """aiosmtpd logs every command line (and the word of an unknown one).  A client out of
+    step may send a base64 password as a line, so a line that does not start with an SMTP
+    verb is logged only by its length."""
+    if isinstance(arg, str):
+        return arg if arg.encode().upper() in SMTP_VERBS else f"<{len(arg)} characters>"
+    if isinstance(arg, (bytes, bytearray)):
+        verb = bytes(arg).split(b" ", 1)[0].strip().upper()
+        return arg if verb in SMTP_VERBS else f"<{len(arg)} bytes>"
+    return arg
+
+
+def install_aiosmtpd_filter() -> None:
+    """Idempotent; called by setup_logging and when the SMTP listeners start."""
+    logger = logging.getLogger("mail.log")
+    if not any(isinstance(f, AiosmtpdFilter) for f in logger.filters):
+        logger.addFilter(AiosmtpdFilter())
+
+
 def install_filters(handler: logging.Handler) -> None:
     handler.addFilter(SessionFilter())
-    logging.getLogger("mail.log").addFilter(AiosmtpdFilter())
+    install_aiosmtpd_filter()
 
 
 def setup_logging(level: str = "info", file: str = "", levels: dict[str, str] | None = None) -> None:

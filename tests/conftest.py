@@ -13,7 +13,10 @@ when it is not set.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -110,32 +113,73 @@ def _toml(value: Any) -> str:
 
 
 def make_home(tmp: Path, db: str = "sqlite", **sections: dict[str, Any]) -> Config:
-    """A demo home with PASSWORDS set, on SQLite or on the PostgreSQL URL `db`."""
+    """A demo home with PASSWORDS set, on SQLite or on the (empty) PostgreSQL database `db`.
+
+    Homes are copies of one template made per test process (init, migrations and argon2
+    hashing cost about a second; a copy costs milliseconds).  On PostgreSQL the database
+    is re-created from a template database."""
     home = tmp / "home"
-    init_home(home, demo=True, port_base=20000, directory_domain="dp2.test", hostname="localhost")
+    shutil.copytree(_template_home(), home)
     url = None if db == "sqlite" else db
     if url:
-        _seed_postgres(load_config(home / "bridge.toml"), url)
-    config = load_config(write_config(home, url, **sections))
-    store = SqlStore(config.database_url, SystemClock())
+        _clone_postgres(url)
+    return load_config(write_config(home, url, **sections))
+
+
+_TEMPLATES: dict[str, Any] = {}
+
+
+def _template_home() -> Path:
+    if "home" not in _TEMPLATES:
+        root = Path(tempfile.mkdtemp(prefix="dp2-template-"))
+        atexit.register(shutil.rmtree, root, True)
+        home = root / "home"
+        init_home(home, demo=True, port_base=20000, directory_domain="dp2.test", hostname="localhost")
+        _set_passwords(load_config(home / "bridge.toml").database_url)
+        _TEMPLATES["home"] = home
+    return _TEMPLATES["home"]
+
+
+def _set_passwords(url: str) -> None:
+    store = SqlStore(url, SystemClock())
     try:
         admin = Admin(store, SystemClock(), "tests")
         for login, password in PASSWORDS.items():
             admin.set_password(login, password)
     finally:
         store.close()
-    return config
 
 
-def _seed_postgres(config: Config, url: str) -> None:
-    """Re-seed the demo on PostgreSQL (init always starts on SQLite)."""
+def _clone_postgres(url: str) -> None:
+    """Replace the empty database at `url` by a copy of a seeded template database."""
     from bridge.admin.home import seed_demo
-    store = SqlStore(url, SystemClock())
+    admin_url = postgres_admin_url()
+    assert admin_url, PG_SKIP
+    base = admin_url.rsplit("/", 1)[0]
+    if "pg" not in _TEMPLATES:
+        name = f"dp2tmpl_{uuid.uuid4().hex[:12]}"
+        _pg_admin(f'CREATE DATABASE "{name}"')
+        atexit.register(_pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        store = SqlStore(f"{base}/{name}", SystemClock())
+        try:
+            store.migrate()
+            seed_demo(Admin(store, SystemClock(), "tests"), lambda s: None)
+        finally:
+            store.close()
+        _set_passwords(f"{base}/{name}")
+        _TEMPLATES["pg"] = name
+    target = url.rsplit("/", 1)[1]
+    _pg_admin(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+    _pg_admin(f'CREATE DATABASE "{target}" TEMPLATE "{_TEMPLATES["pg"]}"')
+
+
+def _pg_admin(sql: str) -> None:
+    engine = create_engine(postgres_admin_url() or "", isolation_level="AUTOCOMMIT")
     try:
-        store.migrate()
-        seed_demo(Admin(store, SystemClock(), "tests"), lambda s: None)
+        with engine.connect() as conn:
+            conn.execute(text(sql))
     finally:
-        store.close()
+        engine.dispose()
 
 
 @pytest.fixture

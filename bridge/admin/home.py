@@ -12,6 +12,7 @@ Layout of a home:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Callable
 
 from bridge.clock import SystemClock
 from bridge.config import load_config
-from bridge.core.admin import Admin
+from bridge.core.admin import Admin, check_domain
 from bridge.crypto.certs import create_dev_ca, issue_server_cert
 from bridge.errors import AdminError
 from bridge.store.sql import SqlStore
@@ -55,6 +56,10 @@ level = "info"
 """
 
 
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
 @dataclass(frozen=True)
 class DemoAccount:
     login: str
@@ -75,7 +80,10 @@ def init_home(home: Path, *, demo: bool, port_base: int, directory_domain: str, 
     if home.exists() and (not home.is_dir() or any(home.iterdir())):
         raise AdminError(f"{home} exists and is not an empty directory; choose another --home")
     if not 0 <= port_base <= 65535 - 993:
-        raise AdminError("--port-base must leave room for BASE+993 below 65536")
+        raise AdminError("--port-base must be between 0 and 64542, so that BASE+993 is a port")
+    directory_domain = check_domain(directory_domain)
+    if not _HOSTNAME_RE.match(hostname):
+        raise AdminError(f"--hostname {hostname!r} is not a host name like mail.kommune.example.dk")
     home.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{home.name}.init-", dir=home.parent))
     try:
@@ -96,7 +104,8 @@ def _build_home(home: Path, demo: bool, port_base: int, directory_domain: str, h
     certs = home / "certs"
     certs.mkdir()
     ca_cert, ca_key = create_dev_ca(certs, f"dp2bridge development CA ({hostname})")
-    issue_server_cert(ca_cert, ca_key, certs, [hostname, "localhost"], ["127.0.0.1", "::1"])
+    issue_server_cert(ca_cert, ca_key, certs, list(dict.fromkeys([hostname, "localhost"])),
+                      ["127.0.0.1", "::1"])
     (home / "bridge.toml").write_text(CONFIG_TEMPLATE.format(
         hostname=hostname, directory_domain=directory_domain, smtp=port_base + 587,
         smtps=port_base + 465, imap=port_base + 143, imaps=port_base + 993), encoding="utf-8")

@@ -21,6 +21,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _LOCAL_RE = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 MIN_PASSWORD = 10
+MAX_PASSWORD = 1024
 
 
 class Admin:
@@ -32,10 +33,13 @@ class Admin:
                           subject=subject, protocol="cli", details=details)
 
     def _tenant_of(self, address: str) -> str:
-        domain = address.rpartition("@")[2]
+        return self._tenant_record(address)["name"]
+
+    def _tenant_record(self, address: str) -> dict[str, Any]:
+        domain = address.strip().lower().rpartition("@")[2]
         for t in self.store.tenants():
             if domain in t["domains"]:
-                return t["name"]
+                return t
         raise AdminError(f"{domain} is not a domain of any tenant "
                          f"(see `dp2bridge tenant list`; add it with `tenant add ... --domain`)")
 
@@ -46,12 +50,14 @@ class Admin:
         if not _NAME_RE.match(name):
             raise AdminError(f"tenant name {name!r} must be lowercase letters, digits and '-'")
         if kind not in TENANT_KINDS:
-            raise AdminError(f"kind {kind!r} must be one of {', '.join(TENANT_KINDS)}")
+            raise AdminError(f"unknown tenant kind {kind!r}: give --kind one of {', '.join(TENANT_KINDS)}")
         if kind == "citizens" and cvr:
             raise AdminError("a citizens tenant has no CVR number; leave out --cvr")
-        if kind != "citizens" and not (cvr and CVR_RE.match(cvr)):
-            raise AdminError(f"{kind} tenants need --cvr with an 8-digit CVR number")
-        domains = [check_domain(d) for d in domains]
+        if kind != "citizens" and not cvr:
+            raise AdminError(f"{kind} tenants need --cvr with their 8-digit CVR number")
+        if cvr and not CVR_RE.match(cvr):
+            raise AdminError(f"--cvr {cvr!r} is not a CVR number: give its 8 digits, e.g. 29190000")
+        domains = list(dict.fromkeys(check_domain(d) for d in domains))
         if not domains:
             raise AdminError("give at least one mail domain with --domain")
         policy = {"may_address_cpr": True} if may_address_cpr else {}
@@ -64,10 +70,13 @@ class Admin:
                     password: str | None) -> str | None:
         """Create the account; returns a generated password when none was given."""
         login = check_address(login)
-        tenant = self._tenant_of(login)
-        kind = next(t["kind"] for t in self.store.tenants() if t["name"] == tenant)
-        if kind == "citizens" and not (cpr and CPR_RE.match(cpr)):
-            raise AdminError("citizen accounts need --cpr with the 10-digit CPR number")
+        record = self._tenant_record(login)
+        tenant, kind = record["name"], record["kind"]
+        if kind == "citizens" and not cpr:
+            raise AdminError("citizen accounts need --cpr with the citizen's 10-digit CPR number")
+        if kind == "citizens" and not CPR_RE.match(cpr or ""):
+            raise AdminError(f"--cpr {cpr!r} is not a CPR number: give its 10 digits without '-', "
+                             f"e.g. 0101701234")
         if kind != "citizens" and cpr:
             raise AdminError(f"{login} is staff of a {kind}; only citizens have --cpr")
         generated = None
@@ -80,7 +89,7 @@ class Admin:
 
     def set_password(self, login: str, password: str) -> None:
         check_password(password)
-        login = login.lower()
+        login = login.strip().lower()
         self.store.set_password(login, hash_password(password),
                                 self._event(self._tenant_of(login), "account.password", login))
 
@@ -88,32 +97,40 @@ class Admin:
         if not _NAME_RE.match(name.lower()):
             raise AdminError("an app password name is a short label like 'thunderbird' or 'phone'")
         secret = generate_password()
-        login = login.lower()
+        login = login.strip().lower()
         self.store.add_app_password(login, name.lower(), hash_password(secret),
                                     self._event(self._tenant_of(login), "app-password.added", login,
                                                 name=name.lower()))
         return secret
 
     def revoke_app_password(self, login: str, name: str) -> None:
-        login = login.lower()
+        login = login.strip().lower()
         self.store.revoke_app_password(login, name.lower(), self._event(
             self._tenant_of(login), "app-password.revoked", login, name=name.lower()))
 
     # --- contact points --------------------------------------------------------------
 
-    def add_contact_point(self, address: str, name: str) -> None:
+    def add_contact_point(self, address: str, name: str) -> str:
+        """Create the contact point; returns its normalised address."""
         address = check_address(address)
-        tenant = self._tenant_of(address)
-        self.store.add_contact_point(address, tenant, name,
-                                     self._event(tenant, "contact-point.added", address, name=name))
+        record = self._tenant_record(address)
+        if record["kind"] == "citizens":
+            raise AdminError(f"{address} is in the citizens tenant {record['name']}; contact points "
+                             f"belong to authorities and companies")
+        if not name.strip():
+            raise AdminError("give the contact point a name with --name, e.g. --name Jobcenter")
+        tenant = record["name"]
+        self.store.add_contact_point(address, tenant, name.strip(),
+                                     self._event(tenant, "contact-point.added", address, name=name.strip()))
+        return address
 
     def grant(self, address: str, login: str) -> None:
-        address, login = address.lower(), login.lower()
+        address, login = address.strip().lower(), login.strip().lower()
         self.store.grant(address, login, self._event(self._tenant_of(address), "contact-point.granted",
                                                      address, account=login))
 
     def revoke(self, address: str, login: str) -> None:
-        address, login = address.lower(), login.lower()
+        address, login = address.strip().lower(), login.strip().lower()
         self.store.revoke(address, login, self._event(self._tenant_of(address), "contact-point.revoked",
                                                       address, account=login))
 
@@ -136,5 +153,7 @@ def check_address(address: str) -> str:
 def check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise AdminError(f"the password is too short: use at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise AdminError(f"the password is too long: use at most {MAX_PASSWORD} characters")
     if any(ord(c) < 32 for c in password):
         raise AdminError("the password contains control characters (a stray newline?)")

@@ -65,13 +65,18 @@ def _mask_cpr(field: bytes, own: str | None, reader_address: str, cpr_domain: st
     name, _, value = field.decode("utf-8", "replace").partition(":")
     kept = []
     for display, addr in getaddresses([value]):
+        if not addr:                # group syntax, or what the parser could not read
+            continue
         if not addr.lower().endswith(cpr_domain):
             kept.append(formataddr((display, addr)))
         elif own and addr.lower() == own.lower():
             kept.append(formataddr((display, reader_address)))
     if not kept:
         return None
-    return f"{name}: {', '.join(kept)}\r\n".encode("utf-8")
+    line = f"{name}: {', '.join(kept)}"
+    if len(line) > 78:              # fold between addresses: no line over RFC 5322's limits
+        line = f"{name}: " + ",\r\n\t".join(kept)
+    return f"{line}\r\n".encode("utf-8")
 
 
 def received_field(hostname: str, message_uuid: str, when: dt.datetime, protocol: str) -> bytes:

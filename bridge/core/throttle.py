@@ -35,9 +35,12 @@ class LoginThrottle:
         return len(q)
 
     def _add(self, key: str) -> None:
-        if len(self._failures) >= self._max_keys:      # bounded memory against floods
-            self._failures.pop(next(iter(self._failures)))
-        self._failures.setdefault(key, deque()).append(self._now())
+        q = self._failures.get(key)
+        if q is None:
+            if len(self._failures) >= self._max_keys:  # bounded memory against floods:
+                self._failures.pop(next(iter(self._failures)))   # forget the oldest key
+            q = self._failures[key] = deque()
+        q.append(self._now())
 
     def record_failure(self, ip: str, login: str, connection_failures: int) -> float:
         """Count a failure and return the seconds to wait before answering it."""

@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, Session
 
 from bridge.core.service import BridgeService, SessionInfo
-from bridge.errors import AuthorizationIdentityRefused, BridgeError
+from bridge.errors import AuthenticationFailed, AuthorizationIdentityRefused, BridgeError
 from bridge.smtpserver import replies as r
 
 log = logging.getLogger("bridge.smtp")
@@ -89,8 +89,12 @@ class SubmissionHandler:
         ctx = server.session_info()
         try:
             principal = await self.run_blocking(self.service.authenticate, login, password, ctx, authzid)
-        except BridgeError as exc:
+        except (AuthenticationFailed, AuthorizationIdentityRefused) as exc:
             return await self._auth_failed(server, ctx, login, exc)
+        except Exception:
+            # RFC 4954 section 6: a temporary server failure during AUTH is 454 4.7.0.
+            log.exception("authentication could not be checked")
+            return AuthResult(success=False, handled=False, message=str(r.R454_AUTH_UNAVAILABLE))
         server.auth_failures = 0
         log.info("authenticated %s", principal.login)
         return AuthResult(success=True, auth_data=principal)

@@ -30,7 +30,9 @@ R250_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 R451_INTERNAL = Reply(451, "4.3.0", "Internal error; nothing was accepted, please try again later")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", e.TooManyRecipients.public)
 R421_TOO_MANY_FAILURES = Reply(421, "4.7.0", "Too many failed logins on this connection, goodbye")
+R454_AUTH_UNAVAILABLE = Reply(454, "4.7.0", "Temporary authentication failure, please try again later")
 R501_BAD_AUTH_DATA = Reply(501, "5.5.2", "Cannot decode the authentication data")
+R503_TLS_ACTIVE = Reply(503, "5.5.1", "TLS is already active on this connection")
 R535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 R535_AUTHZID = Reply(535, "5.7.1", e.AuthorizationIdentityRefused.public)
 R554_BARE_LINE_ENDING = Reply(554, "5.6.0", e.BareLineEnding.public)
@@ -75,9 +77,14 @@ _PLAIN = {
 }
 
 
+_UNKNOWN_COMMAND = re.compile(r'^500 Error: command ".*" not recognized$')
+
+
 def finish(line: str, session_id: str, *, greeting: bool = False) -> str:
     """The reply line as sent: enhanced code added, `(ref S)` appended to 4xx/5xx."""
     line = _PLAIN.get(line, line)
+    if _UNKNOWN_COMMAND.match(line):     # do not echo the line: it may be a stray password
+        line = "500 5.5.2 Command not recognized"
     code, sep, text = line[:3], line[3:4], line[4:]
     if greeting or not code.isdigit() or sep == "-" or code in ("334", "354"):
         return line

@@ -4,8 +4,9 @@
 (auth_required, require_starttls on the STARTTLS listener; on the implicit-TLS
 listener auth_require_tls must be False or aiosmtpd hides AUTH, issue #281,
 and that socket is TLS from the first byte), a session id per connection,
-every reply passed through replies.finish, and a handle_exception that never
-sends exception text (aiosmtpd's default does) and resets the transaction.
+every reply passed through replies.finish, no second STARTTLS inside TLS, and a
+handle_exception that never sends exception text (aiosmtpd's default does), resets
+the transaction, and logs a client's failed TLS handshake as such, not as our error.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import ssl
 import warnings
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
 
 from bridge.core.service import SessionInfo
-from bridge.logs import session_id as session_var
+from bridge.logs import install_aiosmtpd_filter, session_id as session_var
 from bridge.smtpserver import replies as r
 from bridge.smtpserver.handler import SubmissionHandler
 
@@ -94,7 +95,18 @@ class BridgeSMTP(SMTP):
         finally:
             self._in_ehlo = False
 
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # RFC 3207 section 4.2: no second handshake inside TLS (aiosmtpd would start one).
+        if self.implicit_tls or self._tls_protocol is not None:
+            await self.push(str(r.R503_TLS_ACTIVE))
+            return
+        await super().smtp_STARTTLS(arg)
+
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):   # the client's handshake failed: not our bug
+            log.info("TLS handshake failed: %s", error.__cause__ or error)
+            return str(r.R451_INTERNAL)            # not sent: aiosmtpd closes the connection
         log.error("internal error in SMTP session", exc_info=error)
         self._set_rset_state()
         return str(r.R451_INTERNAL)
@@ -109,6 +121,7 @@ async def start_listeners(handler: SubmissionHandler, tls_context: ssl.SSLContex
                           starttls: list[tuple[str, int]], implicit: list[tuple[str, int]],
                           max_message_size: int, timeout: int) -> list[asyncio.AbstractServer]:
     """Start every submission listener; returns the servers (their sockets tell the ports)."""
+    install_aiosmtpd_filter()
     loop = asyncio.get_running_loop()
     common = dict(data_size_limit=max_message_size, hostname=hostname, ident="dp2bridge ESMTP",
                   decode_data=False, enable_SMTPUTF8=True, auth_required=True, timeout=timeout,

@@ -102,10 +102,11 @@ class SqlStore:
     # --- audit -------------------------------------------------------------------
 
     def _audit(self, s: Session, ev: AuditEvent) -> str:
-        head = s.get(m.AuditHead, ev.chain, with_for_update=True)
-        if head is None:
-            head = m.AuditHead(chain=ev.chain, seq=0, hash=GENESIS)
-            s.add(head)
+        """Append `ev` to its chain in the caller's transaction.  The chain's head row is
+        locked until commit, so concurrent appenders (threads or nodes) queue up behind it
+        and every chain stays linear.  Call it last in a transaction (lock order:
+        delivery job, content, mailbox, message, audit head)."""
+        head = self._audit_head(s, ev.chain)
         digest = link_hash(head.hash, ev)
         s.add(m.AuditEvent(chain=ev.chain, seq=head.seq + 1, time=ev.time, kind=ev.kind,
                            message_uuid=ev.message_uuid, actor=ev.actor, subject=ev.subject,
@@ -115,9 +116,25 @@ class SqlStore:
         head.hash = digest
         return digest
 
+    def _audit_head(self, s: Session, chain: str) -> m.AuditHead:
+        head = s.get(m.AuditHead, chain, with_for_update=True)
+        if head is not None:
+            return head
+        try:        # a new chain; another transaction may be creating it at this moment
+            with s.begin_nested():
+                s.add(m.AuditHead(chain=chain, seq=0, hash=GENESIS))
+        except IntegrityError:
+            pass    # it did and has committed: lock its row below
+        return s.get(m.AuditHead, chain, with_for_update=True, populate_existing=True)
+
     def append_audit(self, ev: AuditEvent) -> str:
         with self.tx() as s:
             return self._audit(s, ev)
+
+    def audit_heads(self) -> dict[str, tuple[int, str]]:
+        """The newest (seq, hash) of every chain, for `verify_chain(..., head=...)`."""
+        with self.ro() as s:
+            return {h.chain: (h.seq, h.hash) for h in s.scalars(select(m.AuditHead))}
 
     def audit_events(self, chain: str | None = None, message_uuid: str | None = None) -> list[dict]:
         q = select(m.AuditEvent).order_by(m.AuditEvent.chain, m.AuditEvent.seq)
@@ -522,8 +539,8 @@ class SqlStore:
             s.add(m.MailboxEntry(mailbox_id=box.id, uid=uid, message_id=job.message_pk, sha256=sha256,
                                  flags="\\Seen" if job.kind == "sent" else "", keywords="",
                                  modseq=modseq, internal_date=now))
-            self._audit(s, audit)
             self._mark_delivered(s, job.message_pk)
+            self._audit(s, audit)
             return Filed(box.id, uid, modseq, job.message_uuid)
 
     def _owner_mailbox(self, s: Session, job: Job) -> m.Mailbox:
@@ -544,17 +561,27 @@ class SqlStore:
             pass
 
     def _mark_delivered(self, s: Session, message_pk: int) -> None:
+        # Lock the message first: two jobs of one message filed at the same moment would
+        # otherwise each still see the other as pending (READ COMMITTED on PostgreSQL).
+        s.execute(select(m.Message.id).where(m.Message.id == message_pk).with_for_update())
         pending = s.scalar(select(func.count()).select_from(m.DeliveryJob).where(
             m.DeliveryJob.message_id == message_pk, m.DeliveryJob.state.in_(("queued", "running"))))
-        if not pending:
-            s.execute(update(m.Message).where(m.Message.id == message_pk).values(state="delivered"))
+        if not pending:     # a message with a job that failed for good stays "failed"
+            s.execute(update(m.Message).where(m.Message.id == message_pk, m.Message.state == "accepted")
+                      .values(state="delivered"))
 
     def fail_job(self, job: Job, error: str, retry_at: dt.datetime | None, audit: AuditEvent) -> None:
+        """Record a failed attempt: queued again for `retry_at`, or failed for good (None).
+        Does nothing when the job is no longer ours (the lease expired and another worker
+        took it, maybe filed it): its outcome is that worker's to record."""
         with self.tx() as s:
             values: dict[str, Any] = {"last_error": error[:2000], "lease_until": None}
             values.update(state="queued", next_attempt_at=retry_at) if retry_at else values.update(state="failed")
-            s.execute(update(m.DeliveryJob).where(m.DeliveryJob.id == job.id,
-                                                  m.DeliveryJob.lease_token == job.lease_token).values(**values))
+            ours = s.execute(update(m.DeliveryJob).where(
+                m.DeliveryJob.id == job.id, m.DeliveryJob.state == "running",
+                m.DeliveryJob.lease_token == job.lease_token).values(**values))
+            if ours.rowcount != 1:
+                return
             if retry_at is None:
                 s.execute(update(m.Message).where(m.Message.id == job.message_pk).values(state="failed"))
             self._audit(s, audit)

@@ -1,0 +1,386 @@
+"""Submission benchmark: accepted messages/s, submission-to-INBOX latency, server CPU and RSS.
+
+Self-contained: makes a demo home in a temporary directory (SQLite, or a fresh database on the
+PostgreSQL server given by --database-url, dropped afterwards), runs `python -m bridge serve`
+as a subprocess on free ports, and submits --messages messages of --size bytes from
+jobcenter@kommune.dp2.test (logged in as the caseworker) to Anna's CPR address over
+--connections concurrent STARTTLS connections, each reused for many messages.
+
+Latency: each client thread notes the time just before it sends DATA; a poller thread in
+this process reads Anna's INBOX (entries with id above the last seen, joined to their message
+UUID) every --poll-ms and notes when each UUID first becomes visible.  Latency = visible -
+DATA sent, so it includes up to one poll interval.  The entries' internal_date (set by the
+server when it files the copy, same clock) gives a second figure without the poll error.
+
+Server CPU is utime+stime from /proc/<pid>/stat between the start of submission and the last
+message being visible in the INBOX (so it includes delivery), divided by the messages.
+Peak RSS is VmHWM from /proc/<pid>/status at the end.
+
+    .venv/bin/python bench/submit.py [--messages 2000] [--size 20480] [--connections 10]
+                                     [--database-url postgresql+psycopg://postgres@127.0.0.1/postgres]
+                                     [--profile out.prof]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import queue
+import random
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, select, text
+
+from bridge.admin.home import init_home, seed_demo
+from bridge.clock import SystemClock
+from bridge.core.admin import Admin
+from bridge.store import models as m
+from bridge.store.sql import SqlStore
+
+CASEWORKER = "sagsbehandler@kommune.dp2.test"
+JOBCENTER = "jobcenter@kommune.dp2.test"
+ANNA = "anna@borger.dp2.test"
+ANNA_CPR_ADDR = "0101701234@cpr.dp2.test"
+PASSWORD = "Bench-Caseworker-Secret-1"
+TARGETS = {"rate": 300.0, "p99_ms": 250.0, "rss_mb": 250.0}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STALL_SECONDS = 30.0
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# --- the home ------------------------------------------------------------------------
+
+def make_home(root: Path, database_url: str | None, level: str) -> Path:
+    home = root / "home"
+    init_home(home, demo=True, port_base=0, directory_domain="dp2.test", hostname="localhost")
+    url = database_url or "sqlite:///bridge.sqlite3"
+    if database_url:
+        store = SqlStore(database_url, SystemClock())
+        try:
+            store.migrate()
+            seed_demo(Admin(store, SystemClock(), "bench"), lambda s: None)
+        finally:
+            store.close()
+    smtp, smtps, imap, imaps = free_ports(4)
+    (home / "bridge.toml").write_text(f"""\
+[bridge]
+hostname = "localhost"
+directory_domain = "dp2.test"
+blob_dir = "blobs"
+
+[database]
+url = "{url}"
+
+[tls]
+cert_file = "certs/server.pem"
+key_file = "certs/server.key"
+ca_file = "certs/ca.pem"
+
+[smtp]
+listen_starttls = ["127.0.0.1:{smtp}"]
+listen_implicit_tls = ["127.0.0.1:{smtps}"]
+
+[imap]
+listen_starttls = ["127.0.0.1:{imap}"]
+listen_implicit_tls = ["127.0.0.1:{imaps}"]
+
+[logging]
+level = "{level}"
+""", encoding="utf-8")
+    store = SqlStore(database_url or f"sqlite:///{home / 'bridge.sqlite3'}", SystemClock())
+    try:
+        Admin(store, SystemClock(), "bench").set_password(CASEWORKER, PASSWORD)
+    finally:
+        store.close()
+    return home
+
+
+def fresh_pg_database(server_url: str) -> tuple[str, str]:
+    """(url of a new empty database on the server of `server_url`, its name)."""
+    name = f"dp2bench_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return f"{server_url.rsplit('/', 1)[0]}/{name}", name
+
+
+def drop_pg_database(server_url: str, name: str) -> None:
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+# --- the server ----------------------------------------------------------------------
+
+def start_server(home: Path, profile: str | None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable]
+    if profile:
+        cmd += ["-m", "cProfile", "-o", str(Path(profile).absolute())]
+    cmd += ["-m", "bridge", "serve", "--config", str(home / "bridge.toml")]
+    with open(home / "server.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                                cwd=home)
+    assert proc.stdout is not None
+    for line in proc.stdout:                 # the server prints only the listeners and "ready"
+        if line.strip() == b"ready":
+            return proc
+    raise SystemExit(f"the server exited ({proc.wait()}) before ready; see {home / 'server.log'}")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process `pid`, all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK     # utime, stime (fields 14, 15)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- the clients -----------------------------------------------------------------------
+
+def make_messages(n: int, size: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+    pool = bytes(rng.choice(alphabet) for _ in range(76 * 4096))
+    out = []
+    for i in range(n):
+        head = (f"From: Jobcenter <{JOBCENTER}>\r\nTo: <{ANNA_CPR_ADDR}>\r\nSubject: Bench {i}\r\n"
+                f"Message-ID: <bench-{i}-{uuid.uuid4()}@client.test>\r\n"
+                f"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+                f"Content-Type: text/plain; charset=us-ascii\r\n\r\n").encode()
+        lines, left = [], max(size - len(head), 78)
+        while left > 0:
+            start = rng.randrange(0, len(pool) - 76)
+            lines.append(pool[start:start + min(76, max(left - 2, 1))] + b"\r\n")
+            left -= len(lines[-1])
+        out.append(head + b"".join(lines))
+    return out
+
+
+class Client(threading.Thread):
+    def __init__(self, port: int, ctx: ssl.SSLContext, work: queue.Queue[int], messages: list[bytes],
+                 sent: dict[str, float], acked: dict[str, float], go: threading.Barrier) -> None:
+        super().__init__(daemon=True)
+        self.port, self.ctx, self.work, self.messages = port, ctx, work, messages
+        self.sent, self.acked, self.go = sent, acked, go
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            client = smtplib.SMTP("localhost", self.port, timeout=60)
+            client.starttls(context=self.ctx)
+            client.ehlo("bench.test")
+            client.login(CASEWORKER, PASSWORD)
+        except Exception as exc:
+            self.error = f"connect: {exc!r}"
+            self.go.abort()
+            return
+        try:
+            self.go.wait()
+            while True:
+                try:
+                    i = self.work.get_nowait()
+                except queue.Empty:
+                    break
+                client.mail(JOBCENTER)
+                code, reply = client.rcpt(ANNA_CPR_ADDR)
+                if code != 250:
+                    raise RuntimeError(f"RCPT {code} {reply!r}")
+                t0 = time.time()
+                code, reply = client.data(self.messages[i])
+                t1 = time.time()
+                if code != 250:
+                    raise RuntimeError(f"DATA {code} {reply!r}")
+                message_uuid = reply.decode().split()[2]
+                self.sent[message_uuid], self.acked[message_uuid] = t0, t1
+            client.quit()
+        except Exception as exc:
+            self.error = repr(exc)
+            client.close()
+
+
+class Poller(threading.Thread):
+    """Notes when each message UUID first becomes visible in Anna's INBOX."""
+
+    def __init__(self, store: SqlStore, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.store, self.interval = store, interval
+        self.visible: dict[str, float] = {}
+        self.filed: dict[str, float] = {}
+        self.stop = threading.Event()
+        with store.ro() as s:
+            account = s.scalar(select(m.Account.id).where(m.Account.login == ANNA))
+            self.inbox = s.scalar(select(m.Mailbox.id).where(m.Mailbox.account_id == account,
+                                                            m.Mailbox.name == "INBOX"))
+
+    def run(self) -> None:
+        last = 0
+        q = select(m.MailboxEntry.id, m.Message.uuid, m.MailboxEntry.internal_date).join(
+            m.Message, m.Message.id == m.MailboxEntry.message_id).where(
+            m.MailboxEntry.mailbox_id == self.inbox)
+        while not self.stop.is_set():
+            with self.store.ro() as s:
+                rows = s.execute(q.where(m.MailboxEntry.id > last).order_by(m.MailboxEntry.id)).all()
+            now = time.time()
+            for entry_id, message_uuid, filed in rows:
+                last = max(last, entry_id)
+                self.visible.setdefault(message_uuid, now)
+                self.filed.setdefault(message_uuid, _epoch(filed))
+            self.stop.wait(self.interval)
+
+
+def _epoch(when: dt.datetime) -> float:
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+# --- main ------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(tempfile.mkdtemp(prefix="dp2bench-"))
+    pg_name = None
+    proc = None
+    store = None
+    try:
+        db_url = None
+        if args.database_url:
+            db_url, pg_name = fresh_pg_database(args.database_url)
+        home = make_home(root, db_url, args.log_level)
+        messages = make_messages(args.messages, args.size, args.seed)
+        proc = start_server(home, args.profile)
+        port = int((home / "bridge.toml").read_text().split('listen_starttls = ["127.0.0.1:')[1].split('"')[0])
+        store = SqlStore(db_url or f"sqlite:///{home / 'bridge.sqlite3'}", SystemClock())
+        poller = Poller(store, args.poll_ms / 1000)
+        ctx = ssl.create_default_context(cafile=str(home / "certs" / "ca.pem"))
+        work: queue.Queue[int] = queue.Queue()
+        for i in range(args.messages):
+            work.put(i)
+        sent: dict[str, float] = {}
+        acked: dict[str, float] = {}
+        go = threading.Barrier(args.connections + 1)
+        clients = [Client(port, ctx, work, messages, sent, acked, go) for _ in range(args.connections)]
+        for c in clients:
+            c.start()
+        go.wait(timeout=120)                       # every connection logged in
+        poller.start()
+        cpu0, t_start = cpu_seconds(proc.pid), time.time()
+        for c in clients:
+            c.join()
+        t_accepted = time.time()
+        errors = [c.error for c in clients if c.error]
+        if errors:
+            raise SystemExit(f"client errors: {errors[:3]}")
+        seen, last_progress = 0, time.monotonic()     # wait while delivery makes progress
+        while seen < len(sent) and time.monotonic() - last_progress < STALL_SECONDS:
+            time.sleep(0.01)
+            now_seen = len(poller.visible.keys() & sent.keys())
+            if now_seen > seen:
+                seen, last_progress = now_seen, time.monotonic()
+        cpu1 = cpu_seconds(proc.pid)
+        poller.stop.set()
+        poller.join()
+        rss = peak_rss_mb(proc.pid)
+        missing = len(sent.keys() - poller.visible.keys())
+
+        n = len(acked)
+        rate = n / (t_accepted - t_start)
+        ack_ms = [(acked[u] - sent[u]) * 1000 for u in sent]
+        visible_ms = [(poller.visible[u] - sent[u]) * 1000 for u in sent if u in poller.visible]
+        filed_ms = [(poller.filed[u] - sent[u]) * 1000 for u in sent if u in poller.filed]
+        user_ms, sys_ms = ((b - a) * 1000 / max(n, 1) for a, b in zip(cpu0, cpu1))
+        cpu_ms = user_ms + sys_ms
+        ok = lambda good: "ok  " if good else "MISS"           # noqa: E731
+        p99 = pct(visible_ms, 99)
+        print(f"dp2bridge submission benchmark: {n} messages of {args.size} bytes over "
+              f"{args.connections} TLS connections, {'PostgreSQL' if db_url else 'SQLite'}, "
+              f"{os.cpu_count()} CPUs")
+        print(f"  accepted              {rate:8.1f} msg/s      target >= {TARGETS['rate']:.0f}   "
+              f"{ok(rate >= TARGETS['rate'])}")
+        print(f"  DATA -> 250           p50 {pct(ack_ms, 50):6.1f} ms  p99 {pct(ack_ms, 99):6.1f} ms")
+        print(f"  DATA -> INBOX visible p50 {pct(visible_ms, 50):6.1f} ms  p99 {p99:6.1f} ms   "
+              f"target p99 < {TARGETS['p99_ms']:.0f} ms  {ok(p99 < TARGETS['p99_ms'])}"
+              f"   (poll every {args.poll_ms} ms)")
+        print(f"  DATA -> INBOX filed   p50 {pct(filed_ms, 50):6.1f} ms  p99 {pct(filed_ms, 99):6.1f} ms"
+              f"   (entry internal_date)")
+        print(f"  server CPU            {cpu_ms:8.2f} ms/msg     (user {user_ms:.2f}, system {sys_ms:.2f}; "
+              f"submission + delivery)")
+        print(f"  server peak RSS       {rss:8.1f} MB         target < {TARGETS['rss_mb']:.0f}    "
+              f"{ok(rss < TARGETS['rss_mb'])}")
+        if missing:
+            print(f"  WARNING: {missing} accepted messages not in the INBOX "
+                  f"({STALL_SECONDS:.0f} s without progress)")
+        return 1 if missing else 0
+    finally:
+        if store is not None:
+            store.close()
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(30)
+                if code != 0:
+                    print(f"  server exited {code}; log in {root / 'home' / 'server.log'}", file=sys.stderr)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if pg_name:
+            drop_pg_database(args.database_url, pg_name)
+        if args.keep:
+            print(f"  home kept in {root / 'home'}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--messages", type=int, default=2000, help="messages to submit (default 2000)")
+    p.add_argument("--size", type=int, default=20 * 1024, help="bytes per message (default 20480)")
+    p.add_argument("--connections", type=int, default=10, help="concurrent connections (default 10)")
+    p.add_argument("--database-url", help="a PostgreSQL database URL; a fresh database is created "
+                                          "on that server and dropped afterwards (default: SQLite)")
+    p.add_argument("--poll-ms", type=float, default=2.0, help="INBOX poll interval (default 2 ms)")
+    p.add_argument("--log-level", default="info", help="the server's log level (default info)")
+    p.add_argument("--profile", help="run the server under cProfile, writing stats to this file")
+    p.add_argument("--seed", type=int, default=1, help="message content seed")
+    p.add_argument("--keep", action="store_true", help="keep the temporary home (log, database)")
+    return run(p.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""`dp2bridge tenant add|list|show`: authorities, companies and the citizens' tenant.
+
+Parses arguments and prints; validation and the audit event are in
+core.admin.Admin.add_tenant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bridge.admin.context import Context, emit, record, table
+from bridge.core.identities import TENANT_KINDS
+
+ADD_HELP = """\
+A tenant is an authority, a company or the tenant that holds citizens.  Its mail
+domains decide which tenant an account or contact point belongs to.  Authorities
+and companies act under their CVR number; citizens act under their own CPR.
+
+examples:
+  dp2bridge tenant add kommune --kind authority --display-name "Demo Kommune" \\
+      --cvr 29190000 --domain kommune.dp2.test
+  dp2bridge tenant add borger --kind citizens --domain borger.dp2.test
+"""
+
+
+def cmd_add(ctx: Context) -> int:
+    a = ctx.args
+    ctx.admin().add_tenant(a.name, a.display_name or a.name, a.kind, a.cvr, a.domain,
+                           a.may_address_cpr)
+    emit(a, ctx.store.tenant(a.name), f"tenant {a.name} added")
+    return 0
+
+
+def cmd_list(ctx: Context) -> int:
+    table(ctx.args, ctx.store.tenants(),
+          (("name", "NAME"), ("kind", "KIND"), ("cvr", "CVR"), ("domains", "DOMAINS"),
+           ("display_name", "DISPLAY NAME")),
+          "no tenants yet; add one with `dp2bridge tenant add`")
+    return 0
+
+
+def cmd_show(ctx: Context) -> int:
+    record(ctx.args, ctx.store.tenant(ctx.args.name))
+    return 0
+
+
+def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    v = sub.add_parser("tenant", help="tenants: authorities, companies, citizens",
+                       description="Tenants: authorities, companies and citizens.")
+    verbs = v.add_subparsers(dest="verb", metavar="VERB", required=True)
+    add = verbs.add_parser("add", parents=[parents["store"]], help="add a tenant",
+                           description=ADD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add.add_argument("name", help="short name: lowercase letters, digits and '-', e.g. kommune")
+    add.add_argument("--kind", required=True, metavar="KIND",
+                     help=f"one of: {', '.join(TENANT_KINDS)}")
+    add.add_argument("--display-name", help='e.g. "Demo Kommune" (default: the name)')
+    add.add_argument("--cvr", help="8-digit CVR number (required, except for citizens)")
+    add.add_argument("--domain", action="append", default=[],
+                     help="mail domain of the tenant (repeat for several; at least one)")
+    add.add_argument("--may-address-cpr", action="store_true",
+                     help="allow this company to address citizens by CPR (authorities always may)")
+    add.set_defaults(func=cmd_add)
+    lst = verbs.add_parser("list", parents=[parents["store"]], help="list tenants",
+                           description="List every tenant with its kind, CVR and domains.")
+    lst.set_defaults(func=cmd_list)
+    show = verbs.add_parser("show", parents=[parents["store"]], help="show one tenant",
+                            description="Show a tenant: domains, policy, accounts, contact points.")
+    show.add_argument("name")
+    show.set_defaults(func=cmd_show)

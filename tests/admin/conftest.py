@@ -1,0 +1,51 @@
+"""Admin-test fixtures: a demo home shared by the tests of a module that change nothing.
+
+A PostgreSQL home costs seconds (a database, migrations, the demo seed), so
+tests that only read, or that check a refusal left everything as it was, share
+one home per module and engine.  Tests that change data use `home` from
+tests/conftest.py, which is new for each test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from bridge.config import Config
+from tests.conftest import PG_SKIP, make_home, postgres_admin_url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_home(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
+    tmp = tmp_path_factory.mktemp("shared-home")
+    if request.param == "sqlite":
+        yield make_home(tmp)
+        return
+    admin_url = postgres_admin_url()
+    if admin_url is None:
+        pytest.skip(PG_SKIP)
+    with _database(admin_url) as url:
+        yield make_home(Path(tmp), url)
+
+
+class _database:
+    """A fresh PostgreSQL database for the `with` block; dropped afterwards."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.name = f"dp2test_{uuid.uuid4().hex[:12]}"
+        self.engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+
+    def __enter__(self) -> str:
+        with self.engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        return f"{self.admin_url.rsplit('/', 1)[0]}/{self.name}"
+
+    def __exit__(self, *exc: object) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.engine.dispose()
