@@ -18,7 +18,6 @@ Peak RSS is VmHWM from /proc/<pid>/status at the end.
 
     .venv/bin/python bench/submit.py [--messages 2000] [--size 20480] [--connections 10]
                                      [--database-url postgresql+psycopg://postgres@127.0.0.1/postgres]
-                                     [--profile out.prof]
 """
 
 from __future__ import annotations
@@ -137,11 +136,8 @@ def drop_pg_database(server_url: str, name: str) -> None:
 
 # --- the server ----------------------------------------------------------------------
 
-def start_server(home: Path, profile: str | None) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable]
-    if profile:
-        cmd += ["-m", "cProfile", "-o", str(Path(profile).absolute())]
-    cmd += ["-m", "bridge", "serve", "--config", str(home / "bridge.toml")]
+def start_server(home: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "bridge", "serve", "--config", str(home / "bridge.toml")]
     with open(home / "server.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                                 cwd=home)
@@ -282,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
             db_url, pg_name = fresh_pg_database(args.database_url)
         home = make_home(root, db_url, args.log_level)
         messages = make_messages(args.messages, args.size, args.seed)
-        proc = start_server(home, args.profile)
+        proc = start_server(home)
+        print(f"server pid {proc.pid} (e.g. `py-spy record --gil -p {proc.pid}`)", file=sys.stderr)
         port = int((home / "bridge.toml").read_text().split('listen_starttls = ["127.0.0.1:')[1].split('"')[0])
         store = SqlStore(db_url or f"sqlite:///{home / 'bridge.sqlite3'}", SystemClock())
         poller = Poller(store, args.poll_ms / 1000)
@@ -376,7 +373,6 @@ def main() -> int:
                                           "on that server and dropped afterwards (default: SQLite)")
     p.add_argument("--poll-ms", type=float, default=2.0, help="INBOX poll interval (default 2 ms)")
     p.add_argument("--log-level", default="info", help="the server's log level (default info)")
-    p.add_argument("--profile", help="run the server under cProfile, writing stats to this file")
     p.add_argument("--seed", type=int, default=1, help="message content seed")
     p.add_argument("--keep", action="store_true", help="keep the temporary home (log, database)")
     return run(p.parse_args())

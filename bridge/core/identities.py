@@ -133,22 +133,24 @@ def precheck_recipient(principal: Principal, address: Address) -> None:
             public="you may not write directly to a citizen; use the contact point you were written from")
 
 
+NOT_A_CONTACT_POINT = ("no contact point has this address; write to a contact point, "
+                       "or reply to a letter you received")
+
+
 def check_target(principal: Principal, target: Target | None, address: Address,
                  corresponded: bool) -> Target:
-    """Rules for an existing recipient.  `corresponded`: the principal has received mail
-    from this target's address (a reply in a thread they are part of)."""
+    """Rules for a resolved recipient (None: no such address).  `corresponded`: the principal
+    has received mail from this target's address (a reply in a thread they are part of)."""
+    if target is not None and (target.kind == "contact_point" or principal.tenant_kind == "authority"):
+        return target
+    if target is not None and target.is_citizen and not principal.may_address_cpr:
+        raise RecipientNotAllowed(f"{principal.login} -> citizen {address.text}")
+    restricted = principal.is_citizen or (
+        principal.tenant_kind == "company" and address.domain_tenant_kind == "authority")
+    if restricted and not corresponded:
+        # The same answer whether or not a staff login exists, so logins cannot be probed.
+        raise UnknownRecipient(f"{principal.login} -> {address.text}: no correspondence "
+                               f"({'exists' if target else 'unknown'})", public=NOT_A_CONTACT_POINT)
     if target is None:
         raise UnknownRecipient(f"unknown recipient {address.text}")
-    if target.kind == "contact_point" or principal.tenant_kind == "authority":
-        return target
-    if target.is_citizen and not principal.may_address_cpr:
-        raise RecipientNotAllowed(f"{principal.login} -> citizen {address.text}")
-    if principal.is_citizen and not corresponded:
-        raise RecipientNotAllowed(
-            f"citizen {principal.login} -> staff {address.text} without correspondence",
-            public="citizens may write to contact points, and reply to letters they received")
-    if principal.tenant_kind == "company" and target.tenant_kind == "authority" and not corresponded:
-        raise RecipientNotAllowed(
-            f"{principal.login} -> authority staff {address.text}",
-            public="write to the authority's contact point, not to its staff")
     return target

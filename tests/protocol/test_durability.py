@@ -184,10 +184,13 @@ class Submitter:
                     self.attempts += 1
                     self.retries += mid in tried
                     tried.add(mid)
-                    client.mail(JOBCENTER)
-                    code, reply = client.rcpt(ANNA_CPR_ADDR)
+                    code, reply = client.mail(JOBCENTER)
+                    if code == 250:
+                        code, reply = client.rcpt(ANNA_CPR_ADDR)
                     if code == 250:
                         code, reply = client.data(raw)
+                    else:
+                        client.rset()
                 except (OSError, smtplib.SMTPException):   # killed server: reconnect and retry
                     if client is not None:
                         client.close()
@@ -217,7 +220,7 @@ class Submitter:
                     client.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def durable_home(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
     db = "sqlite" if request.param == "sqlite" else request.getfixturevalue("pg_database")
     smtp, smtps, imap, imaps = free_ports(4)

@@ -102,7 +102,14 @@ def test_cpr_addressing_refused_for_law_firm_and_citizen(bridge: RunningBridge) 
         r2 = expect_rcpt_refused(c, ANNA, "0101701234@cpr.dp2.test", 550, b"5.7.1")
         assert r1.split(b"(ref")[0] == r2.split(b"(ref")[0]
         expect_rcpt_refused(c, ANNA, "anna2@borger.dp2.test", 550, b"5.7.1")
-        expect_rcpt_refused(c, ANNA, CASEWORKER, 550, b"5.7.1")   # no letter from them yet
+        # Staff she has no letter from: the same answer whether the login exists or not.
+        r3 = expect_rcpt_refused(c, ANNA, CASEWORKER, 550, b"5.1.1")
+        r4 = expect_rcpt_refused(c, ANNA, "nobody@kommune.dp2.test", 550, b"5.1.1")
+        assert r3.split(b"(ref")[0] == r4.split(b"(ref")[0]
+    with login(bridge, LAWYER) as c:
+        r5 = expect_rcpt_refused(c, LAWYER, CASEWORKER, 550, b"5.1.1")
+        r6 = expect_rcpt_refused(c, LAWYER, "nobody@kommune.dp2.test", 550, b"5.1.1")
+        assert r5.split(b"(ref")[0] == r6.split(b"(ref")[0]
 
 
 def test_unknown_recipient_refused_at_rcpt(bridge: RunningBridge) -> None:

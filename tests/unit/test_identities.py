@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.core.identities import (Address, AddressKind, Principal, Target, check_sender,
+from bridge.core.identities import (NOT_A_CONTACT_POINT, Address, AddressKind, Principal, Target,
+                                    check_sender,
                                     check_target, classify, precheck_recipient)
 from bridge.errors import (BridgeError, ForeignDomain, RecipientNotAllowed, SenderNotAllowed,
                            UnknownRecipient)
@@ -137,9 +138,18 @@ def test_citizen_probing_citizen_logins_gets_the_same_refusal() -> None:
 
 
 def test_citizen_may_not_write_to_staff_without_correspondence() -> None:
-    with pytest.raises(RecipientNotAllowed) as exc:
+    with pytest.raises(UnknownRecipient) as exc:
         allowed(ANNA, CASEWORKER_T.address, CASEWORKER_T, corresponded=False)
-    assert "reply to letters they received" in exc.value.public
+    assert "reply to a letter you received" in exc.value.public
+
+
+def test_citizen_probing_staff_logins_gets_the_same_refusal() -> None:
+    answers = set()
+    for target in (CASEWORKER_T, None):
+        with pytest.raises(UnknownRecipient) as exc:
+            check_target(ANNA, target, addr(CASEWORKER_T.address), corresponded=False)
+        answers.add((exc.value.public, exc.value.enhanced))
+    assert len(answers) == 1
 
 
 def test_citizen_may_reply_to_staff_who_wrote_to_them() -> None:
@@ -175,9 +185,12 @@ def test_company_allowed_by_policy_may_address_cpr() -> None:
 
 
 def test_company_writes_to_an_authority_through_its_contact_point() -> None:
-    with pytest.raises(RecipientNotAllowed) as exc:
-        allowed(LAWYER, CASEWORKER_T.address, CASEWORKER_T)
-    assert "contact point" in exc.value.public
+    answers = set()
+    for target in (CASEWORKER_T, None):
+        with pytest.raises(UnknownRecipient) as exc:
+            check_target(LAWYER, target, addr(CASEWORKER_T.address), corresponded=False)
+        answers.add(exc.value.public)
+    assert answers == {NOT_A_CONTACT_POINT}
     assert allowed(LAWYER, CASEWORKER_T.address, CASEWORKER_T, corresponded=True) == CASEWORKER_T
 
 
