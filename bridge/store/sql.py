@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import threading
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,9 @@ from bridge.core.identities import Address, AddressKind, Principal, Target
 from bridge.core.messages import Filed, Job, Submission
 from bridge.errors import AlreadyExists, NotFound, StorageUnavailable
 from bridge.store import models as m
+from bridge.store.groupcommit import GroupCommitter
+
+T = TypeVar("T")
 
 STANDARD_MAILBOXES = (("INBOX", None), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
                       ("Trash", "\\Trash"), ("Archive", "\\Archive"), ("Receipts", None))
@@ -67,8 +71,19 @@ class SqlStore:
         self.read_engine = make_engine(url, immediate=False) if self.is_sqlite else self.write_engine
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._committer: GroupCommitter | None = None
+        self._committer_lock = threading.Lock()
+
+    def _shared(self, unit: Callable[[Session], T]) -> T:
+        """Run `unit` in a transaction shared with concurrent callers (group commit)."""
+        with self._committer_lock:
+            if self._committer is None:
+                self._committer = GroupCommitter(self.tx)
+        return self._committer.run(unit)
 
     def close(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
@@ -453,27 +468,31 @@ class SqlStore:
 
     def accept(self, sub: Submission, targets: list[Target], recipients: list[str],
                audit: AuditEvent, info: Any) -> None:
-        """The message, its delivery jobs and its audit event, in ONE transaction.
-        `info` (the blob's MessageInfo) is kept as the content row of the accepted blob."""
+        """The message, its delivery jobs and its audit event, in ONE transaction (shared with
+        concurrent acceptances, committed before this returns).  `info` (the blob's
+        MessageInfo) is kept as the content row of the accepted blob."""
+        self._shared(lambda s: self._accept(s, sub, targets, recipients, audit, info))
+
+    def _accept(self, s: Session, sub: Submission, targets: list[Target], recipients: list[str],
+                audit: AuditEvent, info: Any) -> None:
         now = self.clock.now()
-        with self.tx() as s:
-            self._content(s, sub.sha256, info)
-            msg = m.Message(uuid=sub.uuid, tenant_id=sub.tenant_id, message_id=sub.message_id,
-                            thread_id=sub.thread_id, in_reply_to=sub.in_reply_to,
-                            sender_account_id=sub.sender_account_id, sender_party_id=sub.sender_party_id,
-                            from_address=sub.from_address, subject=sub.subject, sha256=sub.sha256,
-                            size=sub.size, internal_date=sub.internal_date, origin=sub.origin,
-                            session_id=sub.session_id, memo=sub.memo)
-            s.add(msg)
-            s.flush()
-            for target, rcpt in zip(targets, recipients):
-                s.add(m.DeliveryJob(message_id=msg.id, kind="inbox", recipient=rcpt,
-                                    account_id=target.id if target.kind == "account" else None,
-                                    contact_point_id=target.id if target.kind == "contact_point" else None,
-                                    next_attempt_at=now, created_at=now))
-            s.add(m.DeliveryJob(message_id=msg.id, kind="sent", recipient=sub.from_address,
-                                account_id=sub.sender_account_id, next_attempt_at=now, created_at=now))
-            self._audit(s, audit)
+        self._content(s, sub.sha256, info)
+        msg = m.Message(uuid=sub.uuid, tenant_id=sub.tenant_id, message_id=sub.message_id,
+                        thread_id=sub.thread_id, in_reply_to=sub.in_reply_to,
+                        sender_account_id=sub.sender_account_id, sender_party_id=sub.sender_party_id,
+                        from_address=sub.from_address, subject=sub.subject, sha256=sub.sha256,
+                        size=sub.size, internal_date=sub.internal_date, origin=sub.origin,
+                        session_id=sub.session_id, memo=sub.memo)
+        s.add(msg)
+        s.flush()
+        for target, rcpt in zip(targets, recipients):
+            s.add(m.DeliveryJob(message_id=msg.id, kind="inbox", recipient=rcpt,
+                                account_id=target.id if target.kind == "account" else None,
+                                contact_point_id=target.id if target.kind == "contact_point" else None,
+                                next_attempt_at=now, created_at=now))
+        s.add(m.DeliveryJob(message_id=msg.id, kind="sent", recipient=sub.from_address,
+                            account_id=sub.sender_account_id, next_attempt_at=now, created_at=now))
+        self._audit(s, audit)
 
     # --- delivery ------------------------------------------------------------------
 
@@ -522,26 +541,29 @@ class SqlStore:
 
     def file(self, job: Job, sha256: str, info: Any, audit: AuditEvent) -> Filed | None:
         """File the job's copy (`sha256`, analysed as `info`) into the owner's INBOX or Sent,
-        mark the job done and record the audit event, in one transaction.  None when the job
-        is no longer ours (its lease expired and another worker took it)."""
+        mark the job done and record the audit event, in one transaction (shared with
+        concurrent filings).  None when the job is no longer ours (its lease expired and
+        another worker took it)."""
+        return self._shared(lambda s: self._file(s, job, sha256, info, audit))
+
+    def _file(self, s: Session, job: Job, sha256: str, info: Any, audit: AuditEvent) -> Filed | None:
         now = self.clock.now()
-        with self.tx() as s:
-            done = s.execute(update(m.DeliveryJob).where(
-                m.DeliveryJob.id == job.id, m.DeliveryJob.state == "running",
-                m.DeliveryJob.lease_token == job.lease_token).values(state="done", done_at=now,
-                                                                      lease_until=None))
-            if done.rowcount != 1:
-                return None
-            self._content(s, sha256, info)
-            box = self._owner_mailbox(s, job)
-            uid, modseq = box.uidnext, box.highestmodseq + 1
-            box.uidnext, box.highestmodseq = uid + 1, modseq
-            s.add(m.MailboxEntry(mailbox_id=box.id, uid=uid, message_id=job.message_pk, sha256=sha256,
-                                 flags="\\Seen" if job.kind == "sent" else "", keywords="",
-                                 modseq=modseq, internal_date=now))
-            self._mark_delivered(s, job.message_pk)
-            self._audit(s, audit)
-            return Filed(box.id, uid, modseq, job.message_uuid)
+        done = s.execute(update(m.DeliveryJob).where(
+            m.DeliveryJob.id == job.id, m.DeliveryJob.state == "running",
+            m.DeliveryJob.lease_token == job.lease_token).values(state="done", done_at=now,
+                                                                  lease_until=None))
+        if done.rowcount != 1:
+            return None
+        self._content(s, sha256, info)
+        box = self._owner_mailbox(s, job)
+        uid, modseq = box.uidnext, box.highestmodseq + 1
+        box.uidnext, box.highestmodseq = uid + 1, modseq
+        s.add(m.MailboxEntry(mailbox_id=box.id, uid=uid, message_id=job.message_pk, sha256=sha256,
+                             flags="\\Seen" if job.kind == "sent" else "", keywords="",
+                             modseq=modseq, internal_date=now))
+        self._mark_delivered(s, job.message_pk)
+        self._audit(s, audit)
+        return Filed(box.id, uid, modseq, job.message_uuid)
 
     def _owner_mailbox(self, s: Session, job: Job) -> m.Mailbox:
         name = "Sent" if job.kind == "sent" else "INBOX"
