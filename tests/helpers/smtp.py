@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
 import time
@@ -67,3 +68,27 @@ def assert_no_secret_in_logs(secrets: list[str], records: list[logging.LogRecord
     haystack = text + "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in records)
     for form in forms:
         assert form not in haystack, f"a secret leaked into the logs: {form[:6]}..."
+
+
+INTERNALS = re.compile(r"Traceback|Errno|\.py\b|\b[A-Za-z_]\w*(?:Error|Exception)\b")
+
+
+def expect(reply: tuple[int, bytes], code: int, enhanced: str, internals: re.Pattern[str] = INTERNALS) -> str:
+    """The reply text, after checking code, enhanced code, `(ref S)` on 4xx/5xx and that no
+    internals (exception names, tracebacks, file names) reach the client."""
+    got, raw = reply
+    text = raw.decode("utf-8", "replace")
+    assert (got, text.split(" ", 1)[0]) == (code, enhanced), reply
+    if code >= 400:
+        assert re.search(r" \(ref [0-9a-f]{12}\)$", text), reply
+    assert not internals.search(text.split(" (ref ")[0]), reply
+    return text
+
+
+def data_reply(client: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
+    """DATA with `raw` sent as is (smtplib only dot-stuffs bytes; it does not fix line ends),
+    returning the reply whether it is a success or a refusal."""
+    try:
+        return client.data(raw)
+    except smtplib.SMTPDataError as exc:
+        return exc.smtp_code, exc.smtp_error

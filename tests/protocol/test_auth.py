@@ -8,7 +8,6 @@ connection after auth.max_failures_per_connection failures (5 by default).
 from __future__ import annotations
 
 import logging
-import re
 import smtplib
 import time
 from base64 import b64encode
@@ -19,21 +18,9 @@ from bridge.clock import SystemClock
 from bridge.core.admin import Admin
 from bridge.logs import TRACE
 from tests.conftest import ANNA, CASEWORKER, JOBCENTER, LAWYER, PASSWORDS, RunningBridge
-from tests.helpers.smtp import assert_no_secret_in_logs, connect, login
+from tests.helpers.smtp import assert_no_secret_in_logs, connect, expect, login
 
 WRONG = "Wrong-Secret-9-guess"
-_INTERNALS = re.compile(r"Traceback|Errno|\.py\b|\b[A-Za-z_]\w*(?:Error|Exception)\b")
-
-
-def expect(reply: tuple[int, bytes], code: int, enhanced: str) -> str:
-    """The reply text, after checking code, enhanced code, `(ref S)` and no internals."""
-    got, raw = reply
-    text = raw.decode("utf-8", "replace")
-    assert (got, text.split(" ", 1)[0]) == (code, enhanced), reply
-    if code >= 400:
-        assert re.search(r" \(ref [0-9a-f]{12}\)$", text), reply
-    assert not _INTERNALS.search(text), reply
-    return text
 
 
 def without_ref(text: str) -> str:

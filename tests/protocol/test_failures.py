@@ -19,28 +19,16 @@ import pytest
 
 from bridge.logs import SessionFilter
 from tests.conftest import ANNA, JOBCENTER, RunningBridge
-from tests.helpers.smtp import login, message
+from tests.helpers.smtp import data_reply, login, message
+from tests.helpers.smtp import expect as expect_reply
 
 _INTERNALS = re.compile(r"Traceback|Errno|ENOSPC|No space|secret-internal-detail|/|\.py\b"
                         r"|\b[A-Za-z_]\w*(?:Error|Exception)\b")
 
 
+
 def expect(reply: tuple[int, bytes], code: int, enhanced: str) -> str:
-    """The reply text, after checking code, enhanced code, `(ref S)` and no internals."""
-    got, raw = reply
-    text = raw.decode("utf-8", "replace")
-    assert (got, text.split(" ", 1)[0]) == (code, enhanced), reply
-    if code >= 400:
-        assert re.search(r" \(ref [0-9a-f]{12}\)$", text), reply
-    assert not _INTERNALS.search(text.split(" (ref ")[0]), reply
-    return text
-
-
-def data_reply(client: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
-    try:
-        return client.data(raw)
-    except smtplib.SMTPDataError as exc:
-        return exc.smtp_code, exc.smtp_error
+    return expect_reply(reply, code, enhanced, _INTERNALS)
 
 
 def transaction(client: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:

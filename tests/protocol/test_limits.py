@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 import smtplib
 from pathlib import Path
 from typing import Iterator
@@ -18,9 +17,8 @@ import pytest
 from bridge.clock import SystemClock
 from bridge.core.admin import Admin
 from tests.conftest import ANNA, JOBCENTER, RunningBridge, make_home, start_bridge
-from tests.helpers.smtp import login, message
+from tests.helpers.smtp import data_reply, expect, login, message
 
-_INTERNALS = re.compile(r"Traceback|Errno|\.py\b|\b[A-Za-z_]\w*(?:Error|Exception)\b")
 BORGERSERVICE = "borgerservice@kommune.dp2.test"
 
 # Limits of the `limited` bridge.
@@ -43,25 +41,6 @@ def limited(tmp_path: Path, db: str) -> Iterator[RunningBridge]:
         yield running
     finally:
         running.stop()
-
-
-def expect(reply: tuple[int, bytes], code: int, enhanced: str) -> str:
-    """The reply text, after checking code, enhanced code, `(ref S)` and no internals."""
-    got, raw = reply
-    text = raw.decode("utf-8", "replace")
-    assert (got, text.split(" ", 1)[0]) == (code, enhanced), reply
-    if code >= 400:
-        assert re.search(r" \(ref [0-9a-f]{12}\)$", text), reply
-    assert not _INTERNALS.search(text), reply
-    return text
-
-
-def data_reply(client: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
-    """DATA with `raw` sent as is (smtplib only dot-stuffs bytes; it does not fix line ends)."""
-    try:
-        return client.data(raw)
-    except smtplib.SMTPDataError as exc:
-        return exc.smtp_code, exc.smtp_error
 
 
 def transaction(client: smtplib.SMTP, sender: str, rcpt: str, raw: bytes) -> tuple[int, bytes]:
