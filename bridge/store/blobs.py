@@ -38,6 +38,11 @@ class FileBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Directories whose entries this process has fsynced (by sha[0:2] and sha[0:4]).  A put
+        # into any other directory fsyncs the chain itself, even if another thread created it:
+        # that thread may not have fsynced it yet.
+        self._synced_top = bytearray(256)
+        self._synced_leaf = bytearray(65536)
 
     def path(self, sha256: str) -> Path:
         if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
@@ -47,19 +52,28 @@ class FileBlobStore:
     def put(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         final = self.path(sha)
-        if final.exists():
-            return sha
         try:
+            self._sync_dirs(sha, final.parent)
+            if final.exists():
+                _fsync_dir(final.parent)   # another put may have just renamed it, not yet fsynced
+                return sha
             self._write(final, data)
         except OSError as exc:
             raise StorageUnavailable(f"writing blob {sha}: {exc}") from exc
         return sha
 
-    def _write(self, final: Path, data: bytes) -> None:
-        if not final.parent.is_dir():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(final.parent.parent)   # the new directories' own entries
+    def _sync_dirs(self, sha: str, leaf: Path) -> None:
+        top, both = int(sha[0:2], 16), int(sha[0:4], 16)
+        if self._synced_leaf[both]:
+            return
+        leaf.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(leaf.parent)               # the leaf directory's own entry
+        if not self._synced_top[top]:
             _fsync_dir(self.root)
+            self._synced_top[top] = 1
+        self._synced_leaf[both] = 1
+
+    def _write(self, final: Path, data: bytes) -> None:
         tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
