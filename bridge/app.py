@@ -62,15 +62,20 @@ class App:
         self.clock = clock or SystemClock()
         self.store = SqlStore(config.database_url, self.clock)
         self.blobs = FileBlobStore(config.resolve(config.bridge.blob_dir))
-        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bridge-io")
+        # Client sessions and the delivery worker get separate threads, so a delivery backlog
+        # never makes a client wait for its 250 (each blocking step waits on an fsync).
+        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="bridge-io")
+        self.delivery_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bridge-delivery")
         self.servers: list[asyncio.AbstractServer] = []
         self.stopping = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
 
     async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        ctx = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(ctx.run, fn, *args))
+        """Run a blocking call for a client session in a thread, with the session's context."""
+        return await _in_thread(self.executor, fn, *args)
+
+    async def run_delivery(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await _in_thread(self.delivery_executor, fn, *args)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -80,7 +85,7 @@ class App:
             self.store, self.blobs, self.clock, self.events, hostname=c.bridge.hostname,
             directory_domain=c.bridge.directory_domain, limits=mime_limits(c),
             poll_interval=c.delivery.poll_interval, max_attempts=c.delivery.max_attempts,
-            retry_delay=c.delivery.retry_delay, run_blocking=self.run_blocking)
+            retry_delay=c.delivery.retry_delay, run_blocking=self.run_delivery)
         self.service = build_service(c, self.store, self.blobs, self.clock,
                                      on_accepted=lambda: loop.call_soon_threadsafe(self.worker.wake))
         await self.run_blocking(self.store.check_schema)
@@ -116,7 +121,14 @@ class App:
         if self._worker_task:
             await self._worker_task
         self.executor.shutdown(wait=True)
+        self.delivery_executor.shutdown(wait=True)
         self.store.close()
+
+
+async def _in_thread(executor: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
+    ctx = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(ctx.run, fn, *args))
 
 
 async def serve(config: Config, ready: Callable[[App], None] | None = None) -> None:

@@ -26,6 +26,7 @@ log = logging.getLogger("bridge.delivery")
 
 BATCH = 64
 LEASE_SECONDS = 120.0
+CONCURRENCY = 8
 
 
 class DeliveryWorker:
@@ -38,6 +39,7 @@ class DeliveryWorker:
         self.poll_interval, self.max_attempts, self.retry_delay = poll_interval, max_attempts, retry_delay
         self.run_blocking = run_blocking
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(CONCURRENCY)
 
     def wake(self) -> None:
         """Called (from any thread via the loop) when a message was accepted."""
@@ -48,15 +50,19 @@ class DeliveryWorker:
         while not stopping.is_set():
             try:
                 jobs = await self.run_blocking(self.store.claim_jobs, BATCH, LEASE_SECONDS)
-                for job in jobs:
-                    if stopping.is_set():
-                        break
-                    await self.run_blocking(self.deliver, job)
+                await asyncio.gather(*(self._deliver_one(job, stopping) for job in jobs))
             except Exception:
                 log.exception("delivery pass failed; retrying")
                 jobs = []
             if not jobs:
                 await self._sleep(stopping)
+
+    async def _deliver_one(self, job: Job, stopping: asyncio.Event) -> None:
+        """Jobs run CONCURRENCY at a time so that their filings share commits; a job not
+        started when stopping begins keeps its lease and is taken up after the restart."""
+        async with self._slots:
+            if not stopping.is_set():
+                await self.run_blocking(self.deliver, job)
 
     async def _sleep(self, stopping: asyncio.Event) -> None:
         self._wake.clear()
@@ -79,9 +85,9 @@ class DeliveryWorker:
         return filed
 
     def _prepare(self, job: Job) -> tuple[str, Any]:
+        if job.kind == "sent":           # the accepted blob: its content row was made at acceptance
+            return job.sha256, None
         raw = self.blobs.get(job.sha256)
-        if job.kind == "sent":
-            return job.sha256, None if self.store.has_content(job.sha256) else analyze(raw, self.limits)
         copy = render_copy(
             raw, reader_address=job.owner_address,
             reader_directory_address=job.recipient if job.recipient.endswith(
@@ -90,8 +96,7 @@ class DeliveryWorker:
             directory_domain=self.directory_domain,
             received=received_field(self.hostname, job.message_uuid, self.clock.now(), "smtp"),
             auth_results=auth_results_field(self.hostname, job.from_address, self._visible_party(job)))
-        sha = self.blobs.put(copy)
-        return sha, None if self.store.has_content(sha) else analyze(copy, MimeLimits(
+        return self.blobs.put(copy), analyze(copy, MimeLimits(
             max_header_bytes=self.limits.max_header_bytes + 4096,
             max_header_count=self.limits.max_header_count + 4, max_mime_depth=self.limits.max_mime_depth))
 

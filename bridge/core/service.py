@@ -10,6 +10,7 @@ storage library: the store, blob store and clock arrive as arguments.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -24,6 +25,10 @@ from bridge.crypto.passwords import verify_any
 from bridge.errors import (AuthenticationFailed, AuthorizationIdentityRefused, BareLineEnding,
                            BridgeError, HeaderFromInvalid, HeaderFromNotAllowed, MessageTooBig,
                            SenderNotAllowed)
+
+
+# Password checks running at once; each argon2id check holds 19 MiB (crypto/passwords.py).
+ARGON2_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class BridgeService:
         self.settings = settings
         self.throttle = throttle
         self.on_accepted = on_accepted
+        self._argon2_slots = threading.BoundedSemaphore(ARGON2_CONCURRENCY)
 
     def _event(self, chain: str, kind: str, result: str, ctx: SessionInfo | None, **kw: Any) -> AuditEvent:
         return AuditEvent(time=self.clock.now(), chain=chain, kind=kind, result=result,
@@ -81,7 +87,8 @@ class BridgeService:
             raise AuthorizationIdentityRefused(f"authzid {authzid!r} for {login}")
         creds = self.store.credentials(login) if login else None
         hashes = [h for _, h in creds[2]] if creds else []
-        index = verify_any(password, hashes)          # runs argon2 for unknown users too
+        with self._argon2_slots:                      # bounded memory: 19 MiB per check
+            index = verify_any(password, hashes)      # runs argon2 for unknown users too
         if creds is None or index is None:
             chain = creds[1] if creds else SYSTEM_CHAIN
             reason = "unknown user" if creds is None else "wrong password"
@@ -137,12 +144,7 @@ class BridgeService:
             if not exc.temporary:
                 self._refused(principal, ctx, exc)
             raise
-        since = self.clock.now() - dt.timedelta(seconds=self.settings.dedup_window)
-        if self.settings.dedup_window and info.message_id:
-            earlier = self.store.find_duplicate(principal.account_id, info.message_id, since)
-            if earlier:
-                return Accepted(earlier, duplicate=True)
-        return Accepted(self._accept(principal, mail_from, recipients, raw, info, ctx), duplicate=False)
+        return self._accept(principal, mail_from, recipients, raw, info, ctx)
 
     def _checked(self, principal: ids.Principal, raw: bytes) -> tuple[bytes, MessageInfo]:
         if len(raw) > self.settings.max_message_size:
@@ -168,12 +170,11 @@ class BridgeService:
         return extra + raw
 
     def _accept(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
-                raw: bytes, info: MessageInfo, ctx: SessionInfo) -> str:
+                raw: bytes, info: MessageInfo, ctx: SessionInfo) -> Accepted:
         sha = self.blobs.put(raw)
         message_uuid = str(uuid.uuid4())
-        thread = self.store.thread_of(info.in_reply_to + info.references) or str(uuid.uuid4())
         targets = _unique_targets(recipients)
-        sub = Submission(uuid=message_uuid, message_id=info.message_id or "", thread_id=thread,
+        sub = Submission(uuid=message_uuid, message_id=info.message_id or "", thread_id=str(uuid.uuid4()),
                          in_reply_to=info.in_reply_to[0] if info.in_reply_to else None,
                          tenant_id=principal.tenant_id, sender_account_id=principal.account_id,
                          sender_party_id=principal.party_id, from_address=info.from_addrs[0],
@@ -184,9 +185,14 @@ class BridgeService:
                             details={"sha256": sha, "size": len(raw), "message_id": sub.message_id,
                                      "mail_from": mail_from, "header_from": sub.from_address,
                                      "recipients": [r for r, _ in targets]})
-        self.store.accept(sub, [t for _, t in targets], [r for r, _ in targets], event, info)
-        self.on_accepted()
-        return message_uuid
+        window = self.settings.dedup_window
+        accepted_uuid, duplicate = self.store.accept(
+            sub, [t for _, t in targets], [r for r, _ in targets], event, info,
+            dedup_since=self.clock.now() - dt.timedelta(seconds=window) if window else None,
+            references=info.in_reply_to + info.references)
+        if not duplicate:
+            self.on_accepted()
+        return Accepted(accepted_uuid, duplicate)
 
 
 def _unique_targets(recipients: list[tuple[str, ids.Target]]) -> list[tuple[str, ids.Target]]:

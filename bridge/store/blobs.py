@@ -1,6 +1,7 @@
 """Content-addressed message blobs on disk (DESIGN.md section 4.2).
 
-Layout: <root>/<sha[0:2]>/<sha[2:4]>/<sha>.  A blob is written to a temporary
+Layout: <root>/<sha[0:2]>/<sha>; the 256 directories are made (and their
+entries fsynced) when the store opens, so a put never creates a directory.  A blob is written to a temporary
 file in the same directory, fsynced, renamed into place, and the directory is
 fsynced, so a name that exists always holds complete bytes: after a crash
 there are at most stray `*.tmp` files, never a torn blob.  Identical content
@@ -38,22 +39,27 @@ class FileBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        # Directories whose entries this process has fsynced (by sha[0:2] and sha[0:4]).  A put
-        # into any other directory fsyncs the chain itself, even if another thread created it:
-        # that thread may not have fsynced it yet.
-        self._synced_top = bytearray(256)
-        self._synced_leaf = bytearray(65536)
+        self._make_directories()
+
+    def _make_directories(self) -> None:
+        made = False
+        for prefix in range(256):
+            d = self.root / f"{prefix:02x}"
+            if not d.is_dir():
+                d.mkdir(exist_ok=True)
+                made = True
+        if made:
+            _fsync_dir(self.root)
 
     def path(self, sha256: str) -> Path:
         if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
             raise KeyError(sha256)
-        return self.root / sha256[0:2] / sha256[2:4] / sha256
+        return self.root / sha256[0:2] / sha256
 
     def put(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         final = self.path(sha)
         try:
-            self._sync_dirs(sha, final.parent)
             if final.exists():
                 _fsync_dir(final.parent)   # another put may have just renamed it, not yet fsynced
                 return sha
@@ -61,17 +67,6 @@ class FileBlobStore:
         except OSError as exc:
             raise StorageUnavailable(f"writing blob {sha}: {exc}") from exc
         return sha
-
-    def _sync_dirs(self, sha: str, leaf: Path) -> None:
-        top, both = int(sha[0:2], 16), int(sha[0:4], 16)
-        if self._synced_leaf[both]:
-            return
-        leaf.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(leaf.parent)               # the leaf directory's own entry
-        if not self._synced_top[top]:
-            _fsync_dir(self.root)
-            self._synced_top[top] = 1
-        self._synced_leaf[both] = 1
 
     def _write(self, final: Path, data: bytes) -> None:
         tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"

@@ -11,13 +11,17 @@ can share one database (DESIGN.md section 11).
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 import secrets
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +35,7 @@ from bridge.store.groupcommit import GroupCommitter
 
 T = TypeVar("T")
 
+CACHE_SECONDS = 2.0
 STANDARD_MAILBOXES = (("INBOX", None), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
                       ("Trash", "\\Trash"), ("Archive", "\\Archive"), ("Receipts", None))
 
@@ -72,6 +77,7 @@ class SqlStore:
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._committer: GroupCommitter | None = None
+        self._cache: dict[Any, tuple[float, Any]] = {}
         self._committer_lock = threading.Lock()
 
     def _shared(self, unit: Callable[[Session], T]) -> T:
@@ -214,7 +220,23 @@ class SqlStore:
                 m.ContactPoint.tenant_id == t.id).order_by(m.ContactPoint.address)))
         return out
 
+    def _cached(self, key: Any, compute: Callable[[], T]) -> T:
+        """Directory lookups asked for every RCPT are cached for CACHE_SECONDS: a change made
+        with `dp2bridge` (another process) takes effect within that time."""
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit and hit[0] > now:
+            return hit[1]
+        value = compute()
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now + CACHE_SECONDS, value)
+        return value
+
     def domain_kinds(self) -> dict[str, str]:
+        return self._cached("domain_kinds", self._domain_kinds)
+
+    def _domain_kinds(self) -> dict[str, str]:
         with self.ro() as s:
             rows = s.execute(select(m.TenantDomain.domain, m.Tenant.kind).join(
                 m.Tenant, m.Tenant.id == m.TenantDomain.tenant_id))
@@ -399,6 +421,9 @@ class SqlStore:
     # --- submission ----------------------------------------------------------------
 
     def resolve(self, address: Address) -> Target | None:
+        return self._cached(("resolve", address.text), lambda: self._resolve(address))
+
+    def _resolve(self, address: Address) -> Target | None:
         with self.ro() as s:
             if address.kind is AddressKind.CPR:
                 return self._resolve_party_account(s, "cpr", address.local)
@@ -453,25 +478,37 @@ class SqlStore:
                 .where(m.Mailbox.account_id == account_id, m.Message.from_address == address).limit(1)
             return s.scalar(q) is not None
 
-    def find_duplicate(self, account_id: int, message_id: str, since: dt.datetime) -> str | None:
-        with self.ro() as s:
-            return s.scalar(select(m.Message.uuid).where(
-                m.Message.sender_account_id == account_id, m.Message.message_id == message_id,
-                m.Message.internal_date >= since).order_by(m.Message.id).limit(1))
+    def accept(self, sub: Submission, targets: list[Target], recipients: list[str],
+               audit: AuditEvent, info: Any, *, dedup_since: dt.datetime | None = None,
+               references: list[str] | None = None) -> tuple[str, bool]:
+        """The message, its delivery jobs and its audit event, in ONE transaction (shared with
+        concurrent acceptances, committed before this returns).  Returns (uuid, duplicate):
+        when the same account submitted the same Message-ID since `dedup_since`, nothing is
+        stored and the first acceptance's UUID is returned.  The thread is that of the first
+        known message among `references`, else sub.thread_id.  `info` (the blob's
+        MessageInfo) is kept as the content row of the accepted blob."""
+        def unit(s: Session) -> tuple[str, bool]:
+            earlier = self._duplicate(s, sub, dedup_since)
+            if earlier:
+                return earlier, True
+            thread = self._thread_of(s, references or [])
+            self._accept(s, replace(sub, thread_id=thread) if thread else sub, targets, recipients,
+                         audit, info)
+            return sub.uuid, False
+        return self._shared(unit)
 
-    def thread_of(self, message_ids: list[str]) -> str | None:
+    def _duplicate(self, s: Session, sub: Submission, since: dt.datetime | None) -> str | None:
+        if since is None or not sub.message_id:
+            return None
+        return s.scalar(select(m.Message.uuid).where(
+            m.Message.sender_account_id == sub.sender_account_id, m.Message.message_id == sub.message_id,
+            m.Message.internal_date >= since).order_by(m.Message.id).limit(1))
+
+    def _thread_of(self, s: Session, message_ids: list[str]) -> str | None:
         if not message_ids:
             return None
-        with self.ro() as s:
-            return s.scalar(select(m.Message.thread_id).where(m.Message.message_id.in_(message_ids))
-                            .order_by(m.Message.id).limit(1))
-
-    def accept(self, sub: Submission, targets: list[Target], recipients: list[str],
-               audit: AuditEvent, info: Any) -> None:
-        """The message, its delivery jobs and its audit event, in ONE transaction (shared with
-        concurrent acceptances, committed before this returns).  `info` (the blob's
-        MessageInfo) is kept as the content row of the accepted blob."""
-        self._shared(lambda s: self._accept(s, sub, targets, recipients, audit, info))
+        return s.scalar(select(m.Message.thread_id).where(m.Message.message_id.in_(message_ids[:100]))
+                        .order_by(m.Message.id).limit(1))
 
     def _accept(self, s: Session, sub: Submission, targets: list[Target], recipients: list[str],
                 audit: AuditEvent, info: Any) -> None:
@@ -535,10 +572,6 @@ class SqlStore:
                    sender_tenant_kind=st.kind, owner_kind=kind, owner_id=oid, owner_address=addr,
                    owner_chain=ot.name, owner_tenant_kind=ot.kind)
 
-    def has_content(self, sha256: str) -> bool:
-        with self.ro() as s:
-            return s.get(m.Content, sha256) is not None
-
     def file(self, job: Job, sha256: str, info: Any, audit: AuditEvent) -> Filed | None:
         """File the job's copy (`sha256`, analysed as `info`) into the owner's INBOX or Sent,
         mark the job done and record the audit event, in one transaction (shared with
@@ -572,15 +605,15 @@ class SqlStore:
         return s.scalars(q.with_for_update()).one()
 
     def _content(self, s: Session, sha256: str, info: Any) -> None:
-        if info is None or s.get(m.Content, sha256) is not None:
+        """The content row for a blob, unless it exists (the same bytes filed twice, or by
+        another node at the same moment): INSERT ... ON CONFLICT DO NOTHING."""
+        if info is None:
             return
-        try:
-            with s.begin_nested():
-                s.add(m.Content(sha256=sha256, size=info.size, header_size=info.header_size,
-                                subject=info.subject, envelope=info.envelope, body=info.body,
-                                created_at=self.clock.now()))
-        except IntegrityError:      # another node stored the same content at the same moment
-            pass
+        insert = sqlite_insert if self.is_sqlite else pg_insert
+        s.execute(insert(m.Content).values(
+            sha256=sha256, size=info.size, header_size=info.header_size, subject=info.subject,
+            envelope=info.envelope, body=info.body, created_at=self.clock.now(),
+        ).on_conflict_do_nothing(index_elements=["sha256"]))
 
     def _mark_delivered(self, s: Session, message_pk: int) -> None:
         # Lock the message first: two jobs of one message filed at the same moment would

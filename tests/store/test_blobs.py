@@ -31,7 +31,7 @@ def test_put_is_content_addressed(blobs: FileBlobStore) -> None:
     assert sha == hashlib.sha256(DATA).hexdigest()
     assert blobs.get(sha) == DATA
     assert blobs.exists(sha)
-    assert blobs.path(sha) == blobs.root / sha[:2] / sha[2:4] / sha
+    assert blobs.path(sha) == blobs.root / sha[:2] / sha
 
 
 def test_put_is_idempotent(blobs: FileBlobStore) -> None:
