@@ -99,12 +99,28 @@ class App:
             handler, tls_server_context(c), c.bridge.hostname,
             [(x.host, x.port) for x in listeners["starttls"]],
             [(x.host, x.port) for x in listeners["implicit"]], c.smtp.max_message_size, c.smtp.timeout)
+        self.servers += await self._start_imap(c)
         self._worker_task = asyncio.create_task(self.worker.run(self.stopping))
+
+    async def _start_imap(self, c: Config) -> list[asyncio.AbstractServer]:
+        from bridge.imapserver.server import start_listeners as start_imap
+        from bridge.imapserver.session import Context, ImapSession
+        from bridge.store.mailboxes import MailboxRepository
+        ctx = Context(service=self.service, mailboxes=MailboxRepository(self.store), blobs=self.blobs,
+                      run_blocking=self.run_blocking, events=self.events, tls_context=tls_server_context(c),
+                      max_failures=c.auth.max_failures_per_connection)
+        listeners = [parse_listen(x) for x in c.imap.listen_starttls], \
+            [parse_listen(x) for x in c.imap.listen_implicit_tls]
+        return await start_imap(lambda conn: ImapSession(conn, ctx),
+                                ctx.tls_context, [(x.host, x.port) for x in listeners[0]],
+                                [(x.host, x.port) for x in listeners[1]])
 
     def bound(self) -> list[tuple[str, str, int]]:
         """(role, host, port) of every listener, in config order."""
-        roles = ["smtp-starttls"] * len(self.config.smtp.listen_starttls) + \
-            ["smtp-implicit-tls"] * len(self.config.smtp.listen_implicit_tls)
+        c = self.config
+        roles = ["smtp-starttls"] * len(c.smtp.listen_starttls) + \
+            ["smtp-implicit-tls"] * len(c.smtp.listen_implicit_tls) + \
+            ["imap-starttls"] * len(c.imap.listen_starttls) + ["imap-implicit-tls"] * len(c.imap.listen_implicit_tls)
         out = []
         for role, server in zip(roles, self.servers):
             host, port = server.sockets[0].getsockname()[:2]
@@ -116,6 +132,8 @@ class App:
         for server in self.servers:
             server.close()
         await close_all()
+        from bridge.imapserver.server import close_all as close_imap
+        await close_imap()
         for server in self.servers:
             await server.wait_closed()
         if self._worker_task:

@@ -52,8 +52,10 @@ Token = Atom | bytes | _Marker
 
 # RFC 9051 ATOM-CHAR: any CHAR except atom-specials; "]" is allowed in astring atoms and
 # "[" starts a section inside fetch attributes, both handled below.
-_ATOM_STOP = set(b'(){ %*"\\]\r\n') | set(range(0, 32)) | {127}
-_ATOM_STOP_FLAG = _ATOM_STOP - {ord("\\"), ord("*")}   # "\Seen", "\*" and list wildcards
+# "%" and "*" are list-wildcards and appear in sequence sets ("1:*"); the command modules
+# check what they accept.
+_ATOM_STOP = set(b'(){ "\\]\r\n') | set(range(0, 32)) | {127}
+_ATOM_STOP_FLAG = _ATOM_STOP - {ord("\\")}              # "\Seen", "\*"
 _LITERAL_AT_END = re.compile(rb"~?\{(\d{1,20})([+-]?)\}\r?\n?$")
 
 

@@ -1,0 +1,1 @@
+"""idle: placeholder, filled by the IMAP work in progress."""

@@ -1,0 +1,1 @@
+"""search: placeholder, filled by the IMAP work in progress."""

@@ -1,0 +1,1 @@
+"""store_cmds: placeholder, filled by the IMAP work in progress."""
