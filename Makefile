@@ -66,6 +66,21 @@ system-deps:
 	@command -v systemd-analyze >/dev/null 2>&1 || \
 	  echo "note: systemd-analyze not found; the unit verification test will be skipped" \
 	       "(Debian: apt-get install systemd)"
+# mbsync (package isync) and offlineimap are the real IMAP clients of tests/imap/test_mbsync.py and
+# test_offlineimap.py: installed when root with apt-get, else their tests are skipped, saying why.
+	@missing=""; \
+	command -v mbsync >/dev/null 2>&1 || missing="$$missing isync"; \
+	command -v offlineimap >/dev/null 2>&1 || missing="$$missing offlineimap"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
+	      echo "note: could not install$$missing; the mbsync/offlineimap tests will be skipped" >&2; \
+	  else \
+	    echo "note: the mbsync/offlineimap tests will be skipped: install$$missing" \
+	         "(Debian: sudo apt-get install$$missing)" >&2; \
+	  fi; \
+	fi
 
 test: $(STAMP_TEST) system-deps
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.core.mimeinfo import find_part
 from bridge.core.render import field_name, split_header
-from bridge.imapserver.errors import Bad
+from bridge.imapserver import qresync
 from bridge.imapserver.parser import Atom, ParseError, Reader
 from bridge.imapserver.registry import SEL, command
 from bridge.imapserver.responses import body_structure, envelope, flag_list, literal
@@ -25,7 +25,8 @@ from bridge.store.mailboxes import EntryData
 if TYPE_CHECKING:
     from bridge.imapserver.session import ImapSession
 
-CHUNK = 200
+CHUNK = 200                  # messages per store query
+BATCH_BYTES = 2 * 1024 * 1024  # message bytes rendered and queued before waiting for the client
 MACROS = {"ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
           "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
           "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"]}
@@ -53,16 +54,16 @@ class Item:
 
 
 def parse_items(args: Reader) -> list[Item]:
-    if args.has_list():
-        tokens = args.list_tokens("fetch items")
-    else:
-        tokens = [args.next("fetch items")]
+    listed = args.has_list()
+    tokens = args.list_tokens("fetch items") if listed else [args.next("fetch items")]
+    if not tokens:
+        raise ParseError("empty list of fetch items")
     items: list[Item] = []
     for tok in tokens:
         if not isinstance(tok, Atom):
             raise ParseError("fetch items must be atoms")
         word = tok.value.upper()
-        if word in MACROS and len(tokens) == 1:
+        if word in MACROS and not listed:       # RFC 9051: a macro stands alone, unparenthesized
             items += [Item(n, "simple") for n in MACROS[word]]
         elif word in SIMPLE:
             items.append(Item(word, "simple", peek=word not in ("RFC822", "RFC822.TEXT")))
@@ -98,61 +99,100 @@ def _section_item(text: str) -> Item:
 async def fetch(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
     sel = s.selected
     assert sel is not None
-    uids = uids_for(sel, args.atom("sequence set"), uid)
+    uid_set = args.atom("sequence set")
+    uids = uids_for(sel, uid_set, uid)
     items = parse_items(args)
-    changedsince = _modifiers(args)
+    changedsince, vanished = _modifiers(args, s, uid)
     if changedsince is not None or any(i.name == "MODSEQ" for i in items):
         s.enabled.add("CONDSTORE")
     if uid and not any(i.name == "UID" for i in items):
         items.insert(0, Item("UID", "simple"))
+    if changedsince is not None and not any(i.name == "MODSEQ" for i in items):
+        items.append(Item("MODSEQ", "simple"))    # RFC 7162 section 3.1.4.1: CHANGEDSINCE implies it
+    if vanished:
+        await qresync.send_vanished(s, sel, uid_set, changedsince or 0)
+    newly_seen: set[int] = set()
     if any(i.sets_seen for i in items) and not sel.read_only:
-        await _mark_seen(s, [u for u in uids if "\\Seen" not in sel.flags.get(u, ())])
+        newly_seen = await _mark_seen(s, [u for u in uids if "\\Seen" not in sel.flags.get(u, ())])
+    with_flags = [Item("FLAGS", "simple")] + items if not any(i.name == "FLAGS" for i in items) else items
     for start in range(0, len(uids), CHUNK):
         part = uids[start:start + CHUNK]
         data = await s.blocking(s.ctx.mailboxes.entries, sel.mailbox.id, part)
         if changedsince is not None:
             data = [d for d in data if d.modseq > changedsince]
-        lines = await s.blocking(_render, s.ctx.blobs, data, items, sel.flags, sel.modseq)
-        for d, line in zip(data, lines):
-            seq = sel.seq_of(d.uid)
-            if seq is not None:
-                s.conn.write(b"* %d FETCH (" % seq + line + b")")
-        await s.conn.drain()
+        if with_flags is items:           # FLAGS requested: the client sees the current flags
+            for d in data:
+                if d.uid in sel.flags:
+                    sel.flags[d.uid], sel.modseq[d.uid] = d.flags, d.modseq
+        for batch in _batches(data, items):
+            lines = await s.blocking(_render, s.ctx.blobs, batch, items, with_flags, newly_seen,
+                                     sel.flags, {})
+            for d, line in zip(batch, lines):
+                seq = sel.seq_of(d.uid)
+                if seq is not None:
+                    s.conn.write(b"* %d FETCH (" % seq + line + b")")
+            del lines
+            await s.conn.drain()          # back-pressure: a client that does not read stalls here
     if uid:
         await s.sync(expunges=True)
 
 
-def _modifiers(args: Reader) -> int | None:
-    """(CHANGEDSINCE n) of RFC 7162; None when absent."""
+def _modifiers(args: Reader, s: "ImapSession", uid: bool) -> tuple[int | None, bool]:
+    """(CHANGEDSINCE n [VANISHED]) of RFC 7162: (n or None, VANISHED given)."""
     if args.at_end():
-        return None
+        return None, False
     tokens = args.list_tokens("fetch modifiers")
     args.end()
-    words = [t.value.upper() if isinstance(t, Atom) else "" for t in tokens]
-    if len(words) >= 2 and words[0] == "CHANGEDSINCE" and words[1].isdigit():
-        return int(words[1])
-    raise Bad("unknown FETCH modifier")
+    return qresync.fetch_modifiers(tokens, s, uid)
 
 
-async def _mark_seen(s: "ImapSession", uids: list[int]) -> None:
+async def _mark_seen(s: "ImapSession", uids: list[int]) -> set[int]:
+    """Set \\Seen on `uids`; the UIDs whose flags changed (their FETCH responses carry FLAGS,
+    RFC 9051 section 6.4.5)."""
     sel = s.selected
     if not uids or sel is None:
-        return
+        return set()
     changed, _ = await s.blocking(s.ctx.mailboxes.store_flags, sel.mailbox.id, uids, "+", ["\\Seen"])
     for e in changed:
         sel.flags[e.uid], sel.modseq[e.uid] = e.flags, e.modseq
+    if changed:
+        s.notify_changed()
+    return {e.uid for e in changed}
 
 
-def _render(blobs: Any, data: list[EntryData], items: list[Item], flags: dict[int, tuple[str, ...]],
-            modseqs: dict[int, int]) -> list[bytes]:
+def _needs_blob(items: list[Item]) -> bool:
+    return any(i.kind != "simple" or i.name.startswith("RFC822") and i.name != "RFC822.SIZE" for i in items)
+
+
+def _batches(data: list[EntryData], items: list[Item]) -> list[list[EntryData]]:
+    """`data` split so that one batch holds at most BATCH_BYTES of message bodies (at least one
+    message): the memory a FETCH holds at a time does not grow with message size."""
+    if not _needs_blob(items):
+        return [data] if data else []
+    out: list[list[EntryData]] = []
+    batch: list[EntryData] = []
+    total = 0
+    for d in data:
+        if batch and total + d.size > BATCH_BYTES:
+            out.append(batch)
+            batch, total = [], 0
+        batch.append(d)
+        total += d.size
+    if batch:
+        out.append(batch)
+    return out
+
+
+def _render(blobs: Any, data: list[EntryData], items: list[Item], with_flags: list[Item],
+            newly_seen: set[int], flags: dict[int, tuple[str, ...]], modseqs: dict[int, int]) -> list[bytes]:
     """Blocking: the parenthesised contents of each message's FETCH response."""
     out = []
-    needs_blob = any(i.kind != "simple" or i.name.startswith("RFC822") and i.name != "RFC822.SIZE"
-                     for i in items)
+    needs_blob = _needs_blob(items)
     for d in data:
         raw = blobs.get(d.sha256) if needs_blob else b""
+        these = with_flags if d.uid in newly_seen else items
         out.append(b" ".join(_item(i, d, raw, flags.get(d.uid, d.flags), modseqs.get(d.uid, d.modseq))
-                             for i in items))
+                             for i in these))
     return out
 
 
@@ -168,6 +208,8 @@ def _item(item: Item, d: EntryData, raw: bytes, flags: tuple[str, ...], modseq: 
         offset, length = item.partial
         data = data[offset:offset + length if length is not None else None]
         key += f"<{offset}>"
+    if item.kind == "binary" and b"\x00" in data:
+        return key.encode() + b" ~" + literal(data)      # RFC 9051 literal8: NUL octets inside
     return key.encode() + b" " + literal(data)
 
 

@@ -50,11 +50,11 @@ class _Marker:
 OPEN, CLOSE, NIL = _Marker("("), _Marker(")"), _Marker("NIL")
 Token = Atom | bytes | _Marker
 
-# RFC 9051 ATOM-CHAR: any CHAR except atom-specials; "]" is allowed in astring atoms and
-# "[" starts a section inside fetch attributes, both handled below.
+# RFC 9051 ATOM-CHAR: any CHAR except atom-specials; "]" (resp-specials) is allowed here since
+# astrings and tags may hold it, and "[" starts a section inside fetch attributes (see _atom).
 # "%" and "*" are list-wildcards and appear in sequence sets ("1:*"); the command modules
 # check what they accept.
-_ATOM_STOP = set(b'(){ "\\]\r\n') | set(range(0, 32)) | {127}
+_ATOM_STOP = set(b'(){ "\\\r\n') | set(range(0, 32)) | {127}
 _ATOM_STOP_FLAG = _ATOM_STOP - {ord("\\")}              # "\Seen", "\*"
 _LITERAL_AT_END = re.compile(rb"~?\{(\d{1,20})([+-]?)\}\r?\n?$")
 
@@ -151,9 +151,7 @@ def _atom(line: bytes, i: int) -> tuple[str, int]:
                 i = close + 1
             break
         i += 1
-    # "]" may close a resp-text code in astrings (RFC 9051 ASTRING-CHAR includes "]").
-    while i < len(line) and line[i] == 0x5D:
-        i += 1
+    # After a [section]<partial> the atom ends; "]" elsewhere is an ASTRING-CHAR (RFC 9051).
     if i == start:
         raise ParseError(f"unexpected character {chr(line[i])!r}")
     try:

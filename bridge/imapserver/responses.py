@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 _QUOTABLE = frozenset(range(0x20, 0x7F)) - {0x22, 0x5C}
+_PRINTABLE = frozenset(range(0x20, 0x7F))
+# RFC 2231 attribute-char: what may stay unencoded in an extended parameter value.
+_ATTRIBUTE_CHARS = frozenset(b"!#$&+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 def nil_or_string(value: str | bytes | None) -> bytes:
@@ -19,8 +22,8 @@ def nil_or_string(value: str | bytes | None) -> bytes:
 def string(value: str | bytes) -> bytes:
     """A quoted string when possible, else a literal (8-bit, CR, LF, long values)."""
     raw = value.encode("utf-8") if isinstance(value, str) else value
-    if len(raw) < 1000 and all(b in _QUOTABLE for b in raw):
-        return b'"' + raw + b'"'
+    if len(raw) < 1000 and all(b in _PRINTABLE for b in raw):
+        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return literal(raw)
 
 
@@ -94,9 +97,20 @@ def body_structure(node: dict[str, Any], extended: bool) -> bytes:
 
 
 def _params(params: list[list[str]] | None) -> bytes:
+    """body-fld-param.  The store keeps values RFC 2231-decoded; a value that is not ASCII is
+    written back in RFC 2231 form (NAME* "utf-8''Afg%C3%B8relse.pdf"), as Dovecot does, since
+    IMAP4rev1 clients decode that and have no charset for 8-bit strings."""
     if not params:
         return b"NIL"
-    return b"(" + b" ".join(string(k.upper()) + b" " + string(v) for k, v in params) + b")"
+    out = []
+    for key, value in params:
+        raw = value.encode("utf-8")
+        if all(b < 0x80 for b in raw):
+            out.append(string(key.upper()) + b" " + string(raw))
+        else:
+            encoded = "".join(chr(b) if b in _ATTRIBUTE_CHARS else f"%{b:02X}" for b in raw)
+            out.append(string(key.upper() + "*") + b" " + string("utf-8''" + encoded))
+    return b"(" + b" ".join(out) + b")"
 
 
 def _disposition(node: dict[str, Any]) -> bytes:

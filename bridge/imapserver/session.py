@@ -60,7 +60,9 @@ class Selected:
     modseq: dict[int, int]
     highestmodseq: int
     uidnext: int
-    queue: Any = None                              # new-message events for IDLE
+    queue: Any = None                              # Filed/Changed events (core/events.py) for IDLE
+    synced: int = 0                                # MODSEQ up to which changes were read (sync)
+    gone: set[int] = field(default_factory=set)    # expunged, EXPUNGE not sent yet
     seen_on_fetch: set[int] = field(default_factory=set)
 
     def seq_of(self, uid: int) -> int | None:
@@ -98,6 +100,7 @@ class ImapSession:
             log.info("connection closed: %s", type(exc).__name__)
         except LineTooLong:
             await self._bye("command line too long")
+            await self.conn.discard_input()
 
     async def _bye(self, text: str) -> None:
         try:
@@ -113,7 +116,9 @@ class ImapSession:
         tag = _raw_tag(segments[0])
         try:
             tokens = tokenize(segments)
-            tag, name, args, uid = self._parse_head(tokens)
+            parsed_tag, name, args, uid = self._parse_head(tokens)
+            if parsed_tag != tag:                 # e.g. "a\ NOOP": the tag is not the first word
+                raise ParseError("invalid tag")
             await self._dispatch(tag, name, args, uid)
         except ImapError as exc:
             await self._reply_error(tag, exc)
@@ -129,6 +134,7 @@ class ImapSession:
         await self.conn.drain()
         if self.bad_commands >= MAX_BAD_COMMANDS:
             await self._bye("too many bad commands")
+            await self.conn.discard_input()
             return False
         return True
 
@@ -148,13 +154,14 @@ class ImapSession:
             return True
         # RFC 7888 section 4: the client is already sending the bytes; we cannot resync.
         await self.conn.send(b"* BYE [" + code.encode() + b"] literal too large")
+        await self.conn.discard_input()
         return False
 
     def _parse_head(self, tokens: list[Any]) -> tuple[bytes, str, Reader, bool]:
         if not tokens or not isinstance(tokens[0], Atom):
             raise ParseError("missing tag")
         tag = tokens[0].value.encode()
-        if not tag or any(c in tag for c in b"+(){%*\"\\]"):
+        if not tag or len(tag) > 64 or any(c in b"+(){%*\"\\" or not 0x21 <= c <= 0x7E for c in tag):
             raise ParseError("invalid tag")
         if len(tokens) < 2 or not isinstance(tokens[1], Atom):
             raise _TaggedBad(tag, "missing command")
@@ -168,10 +175,10 @@ class ImapSession:
     async def _dispatch(self, tag: bytes, name: str, args: Reader, uid: bool) -> None:
         cmd = COMMANDS.get(name)
         if cmd is None or (uid and not cmd.uid):
-            self.bad_commands += 1
-            raise Bad("unknown command")
+            raise Bad("unknown command")                 # counted in _reply_error, like every BAD
+        if self.selected is not None and self.selected.mailbox.shared:
+            await mailboxes.recheck_selected(self, cmd.states)   # a grant may have been revoked
         if self.state not in cmd.states:
-            self.bad_commands += 1
             raise Bad(_state_text(self.state))
         ok = await cmd.handler(self, tag, args, uid)
         self.bad_commands = 0
@@ -220,10 +227,20 @@ class ImapSession:
             raise No("no such mailbox", "NONEXISTENT")
         self.unselect()
         sel = Selected(box, read_only, [e.uid for e in entries], {e.uid: e.flags for e in entries},
-                       {e.uid: e.modseq for e in entries}, view.highestmodseq, view.uidnext)
+                       {e.uid: e.modseq for e in entries}, view.highestmodseq, view.uidnext,
+                       synced=view.highestmodseq)
         sel.queue = self.ctx.events.subscribe(box.id)
         self.selected, self.state = sel, SELECTED
         return sel
+
+    def notify_changed(self, mailbox_id: int | None = None) -> None:
+        """Tell other sessions (IDLE) that flags changed or messages were expunged in
+        `mailbox_id` (default: the selected mailbox).  Call after the write committed."""
+        if mailbox_id is None:
+            if self.selected is None:
+                return
+            mailbox_id = self.selected.mailbox.id
+        self.ctx.events.publish_change(mailbox_id)
 
     def unselect(self) -> None:
         if self.selected is not None and self.selected.queue is not None:
@@ -232,50 +249,59 @@ class ImapSession:
 
     async def sync(self, expunges: bool = True) -> None:
         """Tell the client what changed in the selected mailbox since it last heard:
-        EXPUNGE (or VANISHED with QRESYNC) when `expunges`, new EXISTS, changed FLAGS."""
+        EXPUNGE (or VANISHED with QRESYNC) when `expunges`, new EXISTS, changed FLAGS.
+
+        Reads only what changed after `sel.synced` (every change raises the MODSEQ and
+        expunges leave a tombstone), so a NOOP costs the changes, not the mailbox size.
+        UIDs expunged while EXPUNGE may not be sent (RFC 9051 section 7.5.1: during FETCH,
+        STORE, SEARCH by number, so `expunges` is False there) wait in `sel.gone`."""
         sel = self.selected
         if sel is None:
             return
-        view, entries = await self.blocking(self.ctx.mailboxes.state, sel.mailbox.id)
+        while sel.queue is not None and not sel.queue.empty():
+            sel.queue.get_nowait()                 # events up to now are covered by this read
+        view, changed, gone = await self.blocking(self.ctx.mailboxes.changes, sel.mailbox.id, sel.synced)
         if view is None:
             return
-        current = {e.uid: e for e in entries}
-        if expunges:
-            self._send_expunges(sel, current)
-        new = [e for e in entries if e.uid > (sel.uids[-1] if sel.uids else 0) and e.uid not in sel.flags]
+        sel.gone.update(uid for uid in gone if uid in sel.flags)
+        if expunges and sel.gone:
+            self._send_expunges(sel)
+        last = sel.uids[-1] if sel.uids else 0
+        new = [e for e in changed if e.uid > last and e.uid not in sel.flags]
         if new:
             for e in new:
                 sel.uids.append(e.uid)
                 sel.flags[e.uid], sel.modseq[e.uid] = e.flags, e.modseq
             self.untagged(b"%d EXISTS" % len(sel.uids))
-        self._send_flag_changes(sel, current)
-        sel.highestmodseq, sel.uidnext = view.highestmodseq, view.uidnext
+        self._send_flag_changes(sel, changed)
+        sel.synced = max(sel.synced, view.highestmodseq)
+        sel.highestmodseq, sel.uidnext = max(sel.highestmodseq, view.highestmodseq), view.uidnext
 
-    def _send_expunges(self, sel: Selected, current: dict[int, EntryState]) -> None:
-        gone = [uid for uid in sel.uids if uid not in current]
-        if not gone:
-            return
+    def _send_expunges(self, sel: Selected) -> None:
+        gone = sorted(sel.gone)
+        sel.gone.clear()
         if "QRESYNC" in self.enabled:
             from bridge.imapserver.sequences import uid_set_text
-            self.untagged(b"VANISHED " + uid_set_text(gone).encode())
-        for uid in reversed(gone):
-            seq = sel.seq_of(uid)
-            if seq is not None:
-                if "QRESYNC" not in self.enabled:
+            self.untagged(b"VANISHED " + uid_set_text(gone).encode())   # RFC 7162 section 3.2.10
+        else:
+            seqs = [sel.seq_of(uid) for uid in gone]
+            for seq in reversed(seqs):             # highest first: lower numbers stay valid
+                if seq is not None:
                     self.untagged(b"%d EXPUNGE" % seq)
-                del sel.uids[seq - 1]
+        doomed = set(gone)
+        sel.uids = [uid for uid in sel.uids if uid not in doomed]
+        for uid in gone:
             sel.flags.pop(uid, None)
             sel.modseq.pop(uid, None)
 
-    def _send_flag_changes(self, sel: Selected, current: dict[int, EntryState]) -> None:
-        for uid in sel.uids:
-            e = current.get(uid)
-            if e is None or e.modseq == sel.modseq.get(uid):
+    def _send_flag_changes(self, sel: Selected, changed: list[EntryState]) -> None:
+        for e in changed:
+            if e.uid not in sel.flags or e.uid in sel.gone or e.modseq <= sel.modseq[e.uid]:
                 continue
-            sel.modseq[uid] = e.modseq
-            if e.flags != sel.flags.get(uid):
-                sel.flags[uid] = e.flags
-                self.untagged(self.fetch_flags_line(sel, uid))
+            sel.modseq[e.uid] = e.modseq
+            if e.flags != sel.flags[e.uid]:
+                sel.flags[e.uid] = e.flags
+                self.untagged(self.fetch_flags_line(sel, e.uid))
 
     def fetch_flags_line(self, sel: Selected, uid: int) -> bytes:
         from bridge.imapserver.responses import flag_list
@@ -294,7 +320,7 @@ class _TaggedBad(Bad):
 def _raw_tag(line: bytes) -> bytes:
     """The tag as written, for answering a command that does not parse; "*" if there is none."""
     word = line.split(b" ", 1)[0]
-    ok = word and len(word) <= 64 and all(0x21 <= c <= 0x7E and c not in b'+(){%*"\\]' for c in word)
+    ok = word and len(word) <= 64 and all(0x21 <= c <= 0x7E and c not in b'+(){%*"\\' for c in word)
     return word if ok else b"*"
 
 

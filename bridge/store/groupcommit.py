@@ -8,7 +8,9 @@ unit of work (a function of a Session) to one committer thread, which runs
 every unit waiting at that moment in ONE transaction and commits once; each
 caller's `run` returns only after that commit, so "committed before the reply"
 still holds for every caller.  If the shared transaction fails, each unit is
-retried alone so that only the faulty one sees its error.
+retried alone so that only the faulty one sees its error.  Between units the
+session is flushed and emptied of ORM objects, so units written with Core
+statements and units using the ORM can share a transaction safely.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class GroupCommitter:
     def _commit(self, batch: list[tuple[Unit, Future[Any]]]) -> None:
         try:
             with self._transaction() as session:
-                results = [unit(session) for unit, _ in batch]
+                results = [self._run_unit(session, unit) for unit, _ in batch]
         except BaseException as exc:  # noqa: B036 - every waiter must be answered
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
@@ -89,3 +91,15 @@ class GroupCommitter:
             return
         for (_, future), result in zip(batch, results):
             future.set_result(result)
+
+    @staticmethod
+    def _run_unit(session: Session, unit: Unit) -> Any:
+        """Run one unit; then flush what it left in the session and forget its ORM objects.
+        Units may write with Core statements (which neither flush nor refresh the identity
+        map), so no unit may see another's pending changes or stale objects: each starts
+        as if in a session of its own (that shares the transaction)."""
+        result = unit(session)
+        session.flush()
+        if session.identity_map:
+            session.expunge_all()
+        return result

@@ -12,6 +12,7 @@ Layout in short:
             computed once at delivery (IMAP FETCH never re-parses)
   messages: one row per accepted submission (UUID, Message-ID, thread, MeMo fields)
   mailbox_entries: a message filed in a mailbox (UID, flags, keywords, MODSEQ)
+  expunged: UIDs removed from a mailbox with the MODSEQ of their removal (QRESYNC VANISHED)
   delivery_jobs: the durable queue; audit_events + audit_heads: per-tenant hash chains
 """
 
@@ -182,6 +183,17 @@ class MailboxEntry(Base):
     modseq: Mapped[int] = mapped_column(BigInteger)
     internal_date: Mapped[dt.datetime]
     __table_args__ = (UniqueConstraint("mailbox_id", "uid"),)
+
+
+class Expunged(Base):
+    """A UID expunged from a mailbox and the MODSEQ of its expunge, so that QRESYNC
+    (RFC 7162 section 3.2.5) can answer VANISHED (EARLIER) for UIDs a client last saw."""
+
+    __tablename__ = "expunged"
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    modseq: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_expunged_modseq", "mailbox_id", "modseq"),)
 
 
 class DeliveryJob(Base):

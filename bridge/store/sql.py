@@ -19,10 +19,11 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import (Engine, bindparam, create_engine, event, exists, func, insert, literal, or_,
+                        select, update)
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.clock import Clock
@@ -38,6 +39,194 @@ T = TypeVar("T")
 CACHE_SECONDS = 2.0
 STANDARD_MAILBOXES = (("INBOX", None), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
                       ("Trash", "\\Trash"), ("Archive", "\\Archive"), ("Receipts", None))
+
+# --- statements of the hot paths, built once -------------------------------------
+# Submission and delivery run the statements below for every message.  Going through
+# SQLAlchemy's execution (context, parameter handling, result objects) costs 50-150 us of
+# CPU per statement here, several times the work SQLite itself does for a one-row statement.
+# So each is compiled ONCE per engine with SQLAlchemy (same SQL, same bind processors, so
+# the stored values are exactly what the ORM would store: UTCDateTime, JSON) and run on
+# the DBAPI cursor of the session's transaction (`_Prepared`, `SqlStore._run`).  Statements
+# that run once per batch of jobs or per login stay ordinary Core statements.
+
+_T = m.Tenant.__table__
+_PARTY = m.Party.__table__
+_ACCT = m.Account.__table__
+_APW = m.AppPassword.__table__
+_CP = m.ContactPoint.__table__
+_GRANT = m.Grant.__table__
+_BOX = m.Mailbox.__table__
+_CONTENT = m.Content.__table__
+_MSG = m.Message.__table__
+_ENTRY = m.MailboxEntry.__table__
+_JOB = m.DeliveryJob.__table__
+_EVENT = m.AuditEvent.__table__
+_HEAD = m.AuditHead.__table__
+
+_NOW = bindparam("now", type_=m.UTCDateTime())
+
+_THREAD_OF = select(_MSG.c.thread_id).where(
+    _MSG.c.message_id.in_(bindparam("ids", expanding=True))).order_by(_MSG.c.id).limit(1)
+
+_CLAIMABLE = select(_JOB.c.id).where(
+    ((_JOB.c.state == "queued") & (_JOB.c.next_attempt_at <= _NOW))
+    | ((_JOB.c.state == "running") & (_JOB.c.lease_until < _NOW))
+).order_by(_JOB.c.id).limit(bindparam("limit"))
+
+
+def _claim(claimable: Any) -> Any:
+    """Lease the first `limit` claimable jobs to `token`, in one statement."""
+    return update(_JOB).where(_JOB.c.id.in_(claimable)).values(
+        state="running", lease_token=bindparam("token"),
+        lease_until=bindparam("until", type_=m.UTCDateTime()), attempts=_JOB.c.attempts + 1)
+
+
+def _job_view_query() -> Any:
+    """Everything a claimed job's Job needs, for the whole batch in one SELECT."""
+    st, ot = _T.alias("st"), _T.alias("ot")
+    sender, owner_a, owner_cp = _ACCT.alias("sender"), _ACCT.alias("owner_a"), _CP.alias("owner_cp")
+    owner_tenant = func.coalesce(owner_a.c.tenant_id, owner_cp.c.tenant_id)
+    return select(
+        _JOB.c.id, _JOB.c.kind, _JOB.c.recipient, _JOB.c.lease_token, _JOB.c.attempts, _JOB.c.account_id,
+        _MSG.c.id, _MSG.c.uuid, _MSG.c.sha256, _MSG.c.from_address, st.c.name, st.c.kind,
+        sender.c.login, _PARTY.c.kind, _PARTY.c.identifier,
+        owner_a.c.id, owner_a.c.login, owner_cp.c.id, owner_cp.c.address, ot.c.name, ot.c.kind,
+    ).select_from(
+        _JOB.join(_MSG, _MSG.c.id == _JOB.c.message_id).join(st, st.c.id == _MSG.c.tenant_id)
+        .outerjoin(sender, sender.c.id == _MSG.c.sender_account_id)
+        .outerjoin(_PARTY, _PARTY.c.id == _MSG.c.sender_party_id)
+        .outerjoin(owner_a, owner_a.c.id == _JOB.c.account_id)
+        .outerjoin(owner_cp, owner_cp.c.id == _JOB.c.contact_point_id)
+        .join(ot, ot.c.id == owner_tenant)
+    ).where(  # the jobs just leased to this token (the state is indexed: few rows are running)
+        _JOB.c.state == "running", _JOB.c.lease_token == bindparam("token")).order_by(_JOB.c.id)
+
+
+_JOB_VIEW = _job_view_query()
+
+_CREDENTIALS = select(_ACCT.c.id, _ACCT.c.password_hash, _ACCT.c.disabled, _T.c.name, _T.c.disabled) \
+    .join(_T, _T.c.id == _ACCT.c.tenant_id).where(_ACCT.c.login == bindparam("login"))
+_APP_PASSWORDS = select(_APW.c.id, _APW.c.password_hash).where(
+    _APW.c.account_id == bindparam("account_id"), _APW.c.revoked_at.is_(None)).order_by(_APW.c.id)
+_PRINCIPAL = select(_ACCT.c.id, _ACCT.c.login, _ACCT.c.display_name, _ACCT.c.role, _T.c.id, _T.c.name,
+                    _T.c.kind, _T.c.policy, _PARTY.c.id, _PARTY.c.kind, _PARTY.c.identifier) \
+    .join(_T, _T.c.id == _ACCT.c.tenant_id).join(_PARTY, _PARTY.c.id == _ACCT.c.party_id) \
+    .where(_ACCT.c.id == bindparam("account_id"))
+_GRANTED = select(_CP.c.address).join(_GRANT, _GRANT.c.contact_point_id == _CP.c.id).where(
+    _GRANT.c.account_id == bindparam("account_id"))
+
+_REQUIRED = object()
+
+
+class _Prepared:
+    """A statement compiled once for one dialect, to run on a DBAPI cursor: `sql` and the
+    parameters for it from a dict of values (`args`).  Parameters are converted by the bind
+    processors SQLAlchemy would use (the column types' own); constants in the statement
+    (e.g. `state == "running"`) are filled in.  No expanding (IN list) parameters."""
+
+    __slots__ = ("sql", "_plan", "_names")
+
+    def __init__(self, stmt: Any, dialect: Any, column_keys: tuple[str, ...] | None = None,
+                 returning: bool = False) -> None:
+        # An INSERT is compiled "for executemany" unless it asks for RETURNING: PostgreSQL's
+        # then does not add an implicit RETURNING of the new id that nobody reads.
+        compiled = stmt.compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None,
+                                for_executemany=bool(column_keys) and not returning)
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            raise ValueError(f"{stmt}: expanding parameters need SQLAlchemy's execution")
+        binds: dict[str, tuple[Any, Any]] = {}
+        for bind, name in compiled.bind_names.items():
+            if bind.callable is not None:
+                raise ValueError(f"{stmt}: parameter {name} has a Python-side default")
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.required:
+                binds[name] = (bind.key, process)
+            else:
+                const = process(bind.value) if process else bind.value
+                binds[name] = (_REQUIRED, const)
+        if column_keys and set(column_keys) != set(binds):
+            raise ValueError(f"{stmt}: the parameters are not exactly the columns given")
+        self.sql = compiled.string
+        names = list(compiled.positiontup) if dialect.positional else list(binds)
+        self._plan = tuple(binds[n] for n in names)
+        self._names = None if dialect.positional else tuple(names)
+
+    def args(self, values: dict[str, Any]) -> Any:
+        out = []
+        for key, process in self._plan:
+            if key is _REQUIRED:
+                out.append(process)                  # a constant, converted already
+            else:
+                value = values[key]
+                out.append(process(value) if process is not None else value)
+        return out if self._names is None else dict(zip(self._names, out))
+
+
+_MESSAGE_COLUMNS = ("uuid", "tenant_id", "message_id", "thread_id", "in_reply_to", "sender_account_id",
+                    "sender_party_id", "from_address", "subject", "sha256", "size", "internal_date",
+                    "origin", "session_id", "state", "memo")
+_JOB_COLUMNS = ("message_id", "kind", "recipient", "account_id", "contact_point_id", "state", "attempts",
+                "next_attempt_at", "created_at")
+_ENTRY_COLUMNS = ("mailbox_id", "uid", "message_id", "sha256", "flags", "keywords", "modseq",
+                  "internal_date")
+_EVENT_COLUMNS = ("chain", "seq", "time", "kind", "message_uuid", "actor", "subject", "protocol",
+                  "session_id", "result", "details", "prev_hash", "hash")
+_CONTENT_COLUMNS = ("sha256", "size", "header_size", "subject", "envelope", "body", "created_at")
+_HEAD_COLUMNS = ("chain", "seq", "hash")
+
+
+class _Hot:
+    """The hot statements, compiled for one engine's dialect."""
+
+    def __init__(self, dialect: Any, sqlite: bool) -> None:
+        ins = sqlite_insert if sqlite else pg_insert
+        self.sqlite = sqlite
+        self.duplicate = _Prepared(select(_MSG.c.uuid).where(
+            _MSG.c.sender_account_id == bindparam("sender"), _MSG.c.message_id == bindparam("mid"),
+            _MSG.c.internal_date >= bindparam("since", type_=m.UTCDateTime()),
+            _MSG.c.origin != "imap-append")          # a client's own APPENDed copy is no submission
+            .order_by(_MSG.c.id).limit(1), dialect)
+        # SQLite: the new id is the cursor's lastrowid; PostgreSQL returns it.
+        self.insert_message = _Prepared(
+            insert(_MSG) if sqlite else insert(_MSG).returning(_MSG.c.id), dialect, _MESSAGE_COLUMNS,
+            returning=not sqlite)
+        self.insert_jobs = _Prepared(insert(_JOB), dialect, _JOB_COLUMNS)
+        self.insert_content = _Prepared(
+            ins(_CONTENT).on_conflict_do_nothing(index_elements=["sha256"]), dialect, _CONTENT_COLUMNS)
+        self.insert_entry = _Prepared(insert(_ENTRY), dialect, _ENTRY_COLUMNS)
+        self.insert_event = _Prepared(insert(_EVENT), dialect, _EVENT_COLUMNS)
+        self.lock_head = _Prepared(select(_HEAD.c.seq, _HEAD.c.hash).where(
+            _HEAD.c.chain == bindparam("head_chain")).with_for_update(), dialect)
+        self.new_head = _Prepared(ins(_HEAD).on_conflict_do_nothing(index_elements=["chain"]),
+                                  dialect, _HEAD_COLUMNS)
+        self.update_head = _Prepared(update(_HEAD).where(_HEAD.c.chain == bindparam("head_chain")).values(
+            seq=bindparam("new_seq"), hash=bindparam("new_hash")), dialect)
+        self.finish_job = _Prepared(update(_JOB).where(
+            _JOB.c.id == bindparam("job_id"), _JOB.c.state == "running",
+            _JOB.c.lease_token == bindparam("token")).values(state="done", done_at=_NOW, lease_until=None),
+            dialect)
+        self.lock_box = {owner: _Prepared(select(_BOX.c.id, _BOX.c.uidnext, _BOX.c.highestmodseq).where(
+            _BOX.c[owner] == bindparam("owner"), _BOX.c.name == bindparam("box_name")).with_for_update(),
+            dialect) for owner in ("account_id", "contact_point_id")}
+        self.set_box = _Prepared(update(_BOX).where(_BOX.c.id == bindparam("box_id")).values(
+            uidnext=bindparam("new_uidnext"), highestmodseq=bindparam("new_modseq")), dialect)
+        self.lock_message = _Prepared(
+            select(_MSG.c.id).where(_MSG.c.id == bindparam("message_pk")).with_for_update(), dialect)
+        self.mark_delivered = _Prepared(update(_MSG).where(
+            _MSG.c.id == bindparam("message_pk"), _MSG.c.state == "accepted",
+            ~exists(select(literal(1)).select_from(_JOB).where(
+                _JOB.c.message_id == bindparam("message_pk"),
+                or_(_JOB.c.state == "queued", _JOB.c.state == "running")))
+        ).values(state="delivered"), dialect)
+        # Several nodes on PostgreSQL: a job another claimer has locked is skipped, not waited for.
+        self.claim = _Prepared(_claim(_CLAIMABLE if sqlite else _CLAIMABLE.with_for_update(skip_locked=True)),
+                               dialect)
+        self.claimed = _Prepared(_JOB_VIEW, dialect)
+
+
+# Session.info keys, valid for one transaction (SqlStore drops them when it ends):
+_HEADS = "bridge.audit_heads"       # {chain: [seq, hash]} of heads locked in this transaction
+_CURSOR = "bridge.cursor"           # the DBAPI cursor of the transaction's connection
 
 
 def make_engine(url: str, *, immediate: bool) -> Engine:
@@ -76,6 +265,12 @@ class SqlStore:
         self.read_engine = make_engine(url, immediate=False) if self.is_sqlite else self.write_engine
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._hot: _Hot | None = None
+        self._dbapi_error = self.write_engine.dialect.loaded_dbapi.Error
+        # What a transaction keeps in Session.info ends with it; a savepoint rolled back may
+        # also have taken audit rows with it, so the cached heads go then too.
+        event.listen(self._write, "after_commit", _forget_transaction)
+        event.listen(self._write, "after_soft_rollback", lambda session, _previous: _forget_transaction(session))
         self._committer: GroupCommitter | None = None
         self._cache: dict[Any, tuple[float, Any]] = {}
         self._committer_lock = threading.Lock()
@@ -120,33 +315,94 @@ class SqlStore:
         with self._read() as session, session.begin():
             yield session
 
+    @property
+    def _q(self) -> _Hot:
+        """The hot statements, compiled on first use (the dialect knows its server by then)."""
+        hot = self._hot
+        if hot is None:
+            hot = self._hot = _Hot(self.write_engine.dialect, self.is_sqlite)
+        return hot
+
+    def _cursor(self, s: Session) -> Any:
+        """The DBAPI cursor of the session's transaction (begun here if it was not yet).
+        Statements run on it do not flush the session: callers flush first where the ORM
+        may hold changes their statements depend on."""
+        cur = s.info.get(_CURSOR)
+        if cur is None:
+            cur = s.info[_CURSOR] = s.connection().connection.cursor()
+        return cur
+
+    def _run(self, s: Session, q: _Prepared, values: dict[str, Any]) -> Any:
+        """Execute `q` with `values` in the session's transaction; returns the cursor."""
+        cur = self._cursor(s)
+        sql, args = q.sql, q.args(values)
+        if self._cursor_events:
+            sql, args = self._before_cursor_execute(s, cur, sql, args, False)
+        try:
+            cur.execute(sql, args)
+        except self._dbapi_error as exc:      # the exception SQLAlchemy would have raised
+            raise DBAPIError.instance(sql, args, exc, self._dbapi_error) from exc
+        return cur
+
+    def _run_many(self, s: Session, q: _Prepared, rows: list[dict[str, Any]]) -> None:
+        cur = self._cursor(s)
+        sql, args = q.sql, [q.args(r) for r in rows]
+        if self._cursor_events:
+            sql, args = self._before_cursor_execute(s, cur, sql, args, True)
+        try:
+            cur.executemany(sql, args)
+        except self._dbapi_error as exc:
+            raise DBAPIError.instance(sql, args, exc, self._dbapi_error) from exc
+
+    @property
+    def _cursor_events(self) -> bool:
+        return bool(self.write_engine.dispatch.before_cursor_execute)
+
+    def _before_cursor_execute(self, s: Session, cur: Any, sql: str, args: Any, many: bool) -> tuple[str, Any]:
+        """The engine's before_cursor_execute listeners (tests, tracing) see these statements
+        too, as SQLAlchemy would call them (without an execution context)."""
+        conn = s.connection()
+        for listener in self.write_engine.dispatch.before_cursor_execute:
+            sql, args = listener(conn, cur, sql, args, None, many)
+        return sql, args
+
     # --- audit -------------------------------------------------------------------
 
     def _audit(self, s: Session, ev: AuditEvent) -> str:
         """Append `ev` to its chain in the caller's transaction.  The chain's head row is
         locked until commit, so concurrent appenders (threads or nodes) queue up behind it
         and every chain stays linear.  Call it last in a transaction (lock order:
-        delivery job, content, mailbox, message, audit head)."""
-        head = self._audit_head(s, ev.chain)
-        digest = link_hash(head.hash, ev)
-        s.add(m.AuditEvent(chain=ev.chain, seq=head.seq + 1, time=ev.time, kind=ev.kind,
-                           message_uuid=ev.message_uuid, actor=ev.actor, subject=ev.subject,
-                           protocol=ev.protocol, session_id=ev.session_id, result=ev.result,
-                           details=ev.details, prev_hash=head.hash, hash=digest))
-        head.seq += 1
-        head.hash = digest
+        delivery job, content, mailbox, message, audit head).  A head locked once in a
+        transaction stays locked until it ends, so it is read once per transaction (kept
+        in `s.info`) however many events a shared commit appends to that chain."""
+        heads = s.info.get(_HEADS)
+        if heads is None:
+            heads = s.info[_HEADS] = {}
+        head = heads.get(ev.chain)
+        if head is None:
+            head = heads[ev.chain] = self._audit_head(s, ev.chain)
+        seq, prev = head[0] + 1, head[1]
+        digest = link_hash(prev, ev)
+        q = self._q
+        self._run(s, q.insert_event, {
+            "chain": ev.chain, "seq": seq, "time": ev.time, "kind": ev.kind,
+            "message_uuid": ev.message_uuid, "actor": ev.actor, "subject": ev.subject,
+            "protocol": ev.protocol, "session_id": ev.session_id, "result": ev.result,
+            "details": ev.details, "prev_hash": prev, "hash": digest})
+        self._run(s, q.update_head, {"head_chain": ev.chain, "new_seq": seq, "new_hash": digest})
+        head[0], head[1] = seq, digest
         return digest
 
-    def _audit_head(self, s: Session, chain: str) -> m.AuditHead:
-        head = s.get(m.AuditHead, chain, with_for_update=True)
-        if head is not None:
-            return head
-        try:        # a new chain; another transaction may be creating it at this moment
-            with s.begin_nested():
-                s.add(m.AuditHead(chain=chain, seq=0, hash=GENESIS))
-        except IntegrityError:
-            pass    # it did and has committed: lock its row below
-        return s.get(m.AuditHead, chain, with_for_update=True, populate_existing=True)
+    def _audit_head(self, s: Session, chain: str) -> list[Any]:
+        """[seq, hash] of the chain's head, its row locked until the transaction ends."""
+        q = self._q
+        row = self._run(s, q.lock_head, {"head_chain": chain}).fetchone()
+        if row is None:
+            # A new chain; another transaction may be creating it at this moment: then the
+            # insert waits for it and does nothing, and the row is locked below.
+            self._run(s, q.new_head, {"chain": chain, "seq": 0, "hash": GENESIS})
+            row = self._run(s, q.lock_head, {"head_chain": chain}).fetchone()
+        return [row[0], row[1]]
 
     def append_audit(self, ev: AuditEvent) -> str:
         with self.tx() as s:
@@ -388,15 +644,16 @@ class SqlStore:
         """(account id, audit chain, [(app password id or None for the main password, hash)]),
         or None when no enabled account of an enabled tenant has this login."""
         with self.ro() as s:
-            row = s.execute(select(m.Account, m.Tenant).join(m.Tenant, m.Tenant.id == m.Account.tenant_id)
-                            .where(m.Account.login == login.lower())).first()
-            if row is None or row[0].disabled or row[1].disabled:
+            conn = s.connection()
+            row = conn.execute(_CREDENTIALS, {"login": login.lower()}).first()
+            if row is None:
                 return None
-            a, t = row
-            hashes: list[tuple[int | None, str]] = [(None, a.password_hash)] if a.password_hash else []
-            hashes += [(p.id, p.password_hash) for p in s.scalars(select(m.AppPassword).where(
-                m.AppPassword.account_id == a.id, m.AppPassword.revoked_at.is_(None)))]
-            return a.id, t.name, hashes
+            account_id, password_hash, disabled, chain, tenant_disabled = row
+            if disabled or tenant_disabled:
+                return None
+            hashes: list[tuple[int | None, str]] = [(None, password_hash)] if password_hash else []
+            hashes += [(pid, h) for pid, h in conn.execute(_APP_PASSWORDS, {"account_id": account_id})]
+            return account_id, chain, hashes
 
     def record_login(self, app_password_id: int | None, audit: AuditEvent) -> None:
         with self.tx() as s:
@@ -407,15 +664,15 @@ class SqlStore:
 
     def principal(self, account_id: int) -> Principal:
         with self.ro() as s:
-            a = s.get(m.Account, account_id)
-            t, p = s.get(m.Tenant, a.tenant_id), s.get(m.Party, a.party_id)
-            cps = s.scalars(select(m.ContactPoint.address).join(
-                m.Grant, m.Grant.contact_point_id == m.ContactPoint.id).where(m.Grant.account_id == a.id))
+            conn = s.connection()
+            (aid, login, display_name, role, tid, tname, tkind, policy, pid, pkind, pident) = \
+                conn.execute(_PRINCIPAL, {"account_id": account_id}).one()
+            cps = conn.execute(_GRANTED, {"account_id": aid}).scalars()
             return Principal(
-                account_id=a.id, login=a.login, display_name=a.display_name, role=a.role,
-                tenant_id=t.id, tenant_name=t.name, tenant_kind=t.kind, party_id=p.id,
-                party_kind=p.kind, party_identifier=p.identifier,
-                may_address_cpr=t.kind == "authority" or bool(t.policy.get("may_address_cpr")),
+                account_id=aid, login=login, display_name=display_name, role=role,
+                tenant_id=tid, tenant_name=tname, tenant_kind=tkind, party_id=pid,
+                party_kind=pkind, party_identifier=pident,
+                may_address_cpr=tkind == "authority" or bool(policy.get("may_address_cpr")),
                 contact_points=frozenset(cps))
 
     # --- submission ----------------------------------------------------------------
@@ -488,6 +745,7 @@ class SqlStore:
         known message among `references`, else sub.thread_id.  `info` (the blob's
         MessageInfo) is kept as the content row of the accepted blob."""
         def unit(s: Session) -> tuple[str, bool]:
+            s.flush()           # statements on the cursor below: whatever the ORM holds goes first
             earlier = self._duplicate(s, sub, dedup_since)
             if earlier:
                 return earlier, True
@@ -500,77 +758,53 @@ class SqlStore:
     def _duplicate(self, s: Session, sub: Submission, since: dt.datetime | None) -> str | None:
         if since is None or not sub.message_id:
             return None
-        return s.scalar(select(m.Message.uuid).where(
-            m.Message.sender_account_id == sub.sender_account_id, m.Message.message_id == sub.message_id,
-            m.Message.internal_date >= since).order_by(m.Message.id).limit(1))
+        row = self._run(s, self._q.duplicate, {"sender": sub.sender_account_id, "mid": sub.message_id,
+                                                "since": since}).fetchone()
+        return row[0] if row else None
 
     def _thread_of(self, s: Session, message_ids: list[str]) -> str | None:
         if not message_ids:
             return None
-        return s.scalar(select(m.Message.thread_id).where(m.Message.message_id.in_(message_ids[:100]))
-                        .order_by(m.Message.id).limit(1))
+        return s.connection().execute(_THREAD_OF, {"ids": message_ids[:100]}).scalar()
 
     def _accept(self, s: Session, sub: Submission, targets: list[Target], recipients: list[str],
                 audit: AuditEvent, info: Any) -> None:
         now = self.clock.now()
+        q = self._q
         self._content(s, sub.sha256, info)
-        msg = m.Message(uuid=sub.uuid, tenant_id=sub.tenant_id, message_id=sub.message_id,
-                        thread_id=sub.thread_id, in_reply_to=sub.in_reply_to,
-                        sender_account_id=sub.sender_account_id, sender_party_id=sub.sender_party_id,
-                        from_address=sub.from_address, subject=sub.subject, sha256=sub.sha256,
-                        size=sub.size, internal_date=sub.internal_date, origin=sub.origin,
-                        session_id=sub.session_id, memo=sub.memo)
-        s.add(msg)
-        s.flush()
-        for target, rcpt in zip(targets, recipients):
-            s.add(m.DeliveryJob(message_id=msg.id, kind="inbox", recipient=rcpt,
-                                account_id=target.id if target.kind == "account" else None,
-                                contact_point_id=target.id if target.kind == "contact_point" else None,
-                                next_attempt_at=now, created_at=now))
-        s.add(m.DeliveryJob(message_id=msg.id, kind="sent", recipient=sub.from_address,
-                            account_id=sub.sender_account_id, next_attempt_at=now, created_at=now))
+        cur = self._run(s, q.insert_message, {
+            "uuid": sub.uuid, "tenant_id": sub.tenant_id, "message_id": sub.message_id,
+            "thread_id": sub.thread_id, "in_reply_to": sub.in_reply_to,
+            "sender_account_id": sub.sender_account_id, "sender_party_id": sub.sender_party_id,
+            "from_address": sub.from_address, "subject": sub.subject, "sha256": sub.sha256,
+            "size": sub.size, "internal_date": sub.internal_date, "origin": sub.origin,
+            "session_id": sub.session_id, "state": "accepted", "memo": sub.memo})
+        message_pk = cur.lastrowid if q.sqlite else cur.fetchone()[0]
+        jobs = [_job_row(message_pk, "inbox", rcpt, target.id if target.kind == "account" else None,
+                         target.id if target.kind == "contact_point" else None, now)
+                for target, rcpt in zip(targets, recipients)]
+        jobs.append(_job_row(message_pk, "sent", sub.from_address, sub.sender_account_id, None, now))
+        self._run_many(s, q.insert_jobs, jobs)
         self._audit(s, audit)
 
     # --- delivery ------------------------------------------------------------------
 
     def claim_jobs(self, limit: int, lease_seconds: float) -> list[Job]:
+        """Lease up to `limit` jobs that are due (or whose lease ran out) for `lease_seconds`.
+        The claim shares a commit with concurrent acceptances and filings: on SQLite it then
+        never waits for the write lock behind them, and it saves a commit of its own."""
         now = self.clock.now()
         token = str(uuid.uuid4())
-        with self.tx() as s:
-            q = select(m.DeliveryJob.id).where(
-                ((m.DeliveryJob.state == "queued") & (m.DeliveryJob.next_attempt_at <= now))
-                | ((m.DeliveryJob.state == "running") & (m.DeliveryJob.lease_until < now))
-            ).order_by(m.DeliveryJob.id).limit(limit)
-            if not self.is_sqlite:
-                q = q.with_for_update(skip_locked=True)
-            ids = list(s.scalars(q))
-            if not ids:
-                return []
-            s.execute(update(m.DeliveryJob).where(m.DeliveryJob.id.in_(ids)).values(
-                state="running", lease_token=token, lease_until=now + dt.timedelta(seconds=lease_seconds),
-                attempts=m.DeliveryJob.attempts + 1))
-            return [self._job_view(s, j) for j in s.scalars(
-                select(m.DeliveryJob).where(m.DeliveryJob.id.in_(ids)).order_by(m.DeliveryJob.id))]
 
-    def _job_view(self, s: Session, j: m.DeliveryJob) -> Job:
-        msg = s.get(m.Message, j.message_id)
-        st = s.get(m.Tenant, msg.tenant_id)
-        sender = s.get(m.Account, msg.sender_account_id) if msg.sender_account_id else None
-        party = s.get(m.Party, msg.sender_party_id) if msg.sender_party_id else None
-        if j.account_id:
-            owner = s.get(m.Account, j.account_id)
-            kind, oid, addr = "account", owner.id, owner.login
-        else:
-            owner = s.get(m.ContactPoint, j.contact_point_id)
-            kind, oid, addr = "contact_point", owner.id, owner.address
-        ot = s.get(m.Tenant, owner.tenant_id)
-        return Job(id=j.id, kind=j.kind, recipient=j.recipient, lease_token=j.lease_token,
-                   attempts=j.attempts, message_pk=msg.id, message_uuid=msg.uuid, sha256=msg.sha256,
-                   tenant_name=st.name, from_address=msg.from_address,
-                   sender_login=sender.login if sender else None,
-                   sender_party=f"{party.kind}:{party.identifier}" if party else None,
-                   sender_tenant_kind=st.kind, owner_kind=kind, owner_id=oid, owner_address=addr,
-                   owner_chain=ot.name, owner_tenant_kind=ot.kind)
+        def unit(s: Session) -> list[Job]:
+            s.flush()
+            q = self._q
+            claimed = self._run(s, q.claim, {"now": now, "limit": limit, "token": token,
+                                             "until": now + dt.timedelta(seconds=lease_seconds)})
+            if claimed.rowcount == 0:
+                return []
+            return [_job_view(row) for row in self._run(s, q.claimed, {"token": token}).fetchall()]
+        return self._shared(unit)
 
     def file(self, job: Job, sha256: str, info: Any, audit: AuditEvent) -> Filed | None:
         """File the job's copy (`sha256`, analysed as `info`) into the owner's INBOX or Sent,
@@ -580,50 +814,52 @@ class SqlStore:
         return self._shared(lambda s: self._file(s, job, sha256, info, audit))
 
     def _file(self, s: Session, job: Job, sha256: str, info: Any, audit: AuditEvent) -> Filed | None:
+        s.flush()               # statements on the cursor below: whatever the ORM holds goes first
+        q = self._q
         now = self.clock.now()
-        done = s.execute(update(m.DeliveryJob).where(
-            m.DeliveryJob.id == job.id, m.DeliveryJob.state == "running",
-            m.DeliveryJob.lease_token == job.lease_token).values(state="done", done_at=now,
-                                                                  lease_until=None))
+        done = self._run(s, q.finish_job, {"job_id": job.id, "token": job.lease_token, "now": now})
         if done.rowcount != 1:
             return None
         self._content(s, sha256, info)
-        box = self._owner_mailbox(s, job)
-        uid, modseq = box.uidnext, box.highestmodseq + 1
-        box.uidnext, box.highestmodseq = uid + 1, modseq
-        s.add(m.MailboxEntry(mailbox_id=box.id, uid=uid, message_id=job.message_pk, sha256=sha256,
-                             flags="\\Seen" if job.kind == "sent" else "", keywords="",
-                             modseq=modseq, internal_date=now))
+        box_id, uid, modseq = self._owner_mailbox(s, job)
+        self._run(s, q.insert_entry, {
+            "mailbox_id": box_id, "uid": uid, "message_id": job.message_pk, "sha256": sha256,
+            "flags": "\\Seen" if job.kind == "sent" else "", "keywords": "", "modseq": modseq,
+            "internal_date": now})
         self._mark_delivered(s, job.message_pk)
         self._audit(s, audit)
-        return Filed(box.id, uid, modseq, job.message_uuid)
+        return Filed(box_id, uid, modseq, job.message_uuid)
 
-    def _owner_mailbox(self, s: Session, job: Job) -> m.Mailbox:
-        name = "Sent" if job.kind == "sent" else "INBOX"
-        owner = m.Mailbox.account_id if job.owner_kind == "account" else m.Mailbox.contact_point_id
-        q = select(m.Mailbox).where(owner == job.owner_id, m.Mailbox.name == name)
-        return s.scalars(q.with_for_update()).one()
+    def _owner_mailbox(self, s: Session, job: Job) -> tuple[int, int, int]:
+        """Take the next UID and MODSEQ of the job's INBOX or Sent: (mailbox id, uid, modseq).
+        The mailbox row stays locked until commit, so concurrent filings queue up behind it."""
+        q = self._q
+        owner = "account_id" if job.owner_kind == "account" else "contact_point_id"
+        box_id, uidnext, highest = self._run(s, q.lock_box[owner], {
+            "owner": job.owner_id, "box_name": "Sent" if job.kind == "sent" else "INBOX"}).fetchone()
+        self._run(s, q.set_box, {"box_id": box_id, "new_uidnext": uidnext + 1, "new_modseq": highest + 1})
+        return box_id, uidnext, highest + 1
 
     def _content(self, s: Session, sha256: str, info: Any) -> None:
         """The content row for a blob, unless it exists (the same bytes filed twice, or by
         another node at the same moment): INSERT ... ON CONFLICT DO NOTHING."""
         if info is None:
             return
-        insert = sqlite_insert if self.is_sqlite else pg_insert
-        s.execute(insert(m.Content).values(
-            sha256=sha256, size=info.size, header_size=info.header_size, subject=info.subject,
-            envelope=info.envelope, body=info.body, created_at=self.clock.now(),
-        ).on_conflict_do_nothing(index_elements=["sha256"]))
+        self._run(s, self._q.insert_content, {
+            "sha256": sha256, "size": info.size, "header_size": info.header_size,
+            "subject": info.subject, "envelope": info.envelope, "body": info.body,
+            "created_at": self.clock.now()})
 
     def _mark_delivered(self, s: Session, message_pk: int) -> None:
         # Lock the message first: two jobs of one message filed at the same moment would
-        # otherwise each still see the other as pending (READ COMMITTED on PostgreSQL).
-        s.execute(select(m.Message.id).where(m.Message.id == message_pk).with_for_update())
-        pending = s.scalar(select(func.count()).select_from(m.DeliveryJob).where(
-            m.DeliveryJob.message_id == message_pk, m.DeliveryJob.state.in_(("queued", "running"))))
-        if not pending:     # a message with a job that failed for good stays "failed"
-            s.execute(update(m.Message).where(m.Message.id == message_pk, m.Message.state == "accepted")
-                      .values(state="delivered"))
+        # otherwise each still see the other as pending (READ COMMITTED on PostgreSQL).  The
+        # UPDATE that follows is a new statement, so it sees what the lock waited for.  A
+        # message with a job that failed for good stays "failed".  On SQLite the write
+        # transaction already holds the database lock: there is nothing more to lock.
+        q = self._q
+        if not q.sqlite:
+            self._run(s, q.lock_message, {"message_pk": message_pk})
+        self._run(s, q.mark_delivered, {"message_pk": message_pk})
 
     def fail_job(self, job: Job, error: str, retry_at: dt.datetime | None, audit: AuditEvent) -> None:
         """Record a failed attempt: queued again for `retry_at`, or failed for good (None).
@@ -676,6 +912,37 @@ class SqlStore:
         with self.ro() as s:
             msg = s.scalar(select(m.Message).where(m.Message.uuid == message_uuid))
             return _row(msg) if msg else None
+
+
+def _forget_transaction(session: Session) -> None:
+    """Drop what `SqlStore` kept for the transaction that ended (or its savepoint)."""
+    session.info.pop(_HEADS, None)
+    cur = session.info.pop(_CURSOR, None)
+    if cur is not None:
+        cur.close()
+
+
+def _job_row(message_pk: int, kind: str, recipient: str, account_id: int | None,
+             contact_point_id: int | None, now: dt.datetime) -> dict[str, Any]:
+    return {"message_id": message_pk, "kind": kind, "recipient": recipient, "account_id": account_id,
+            "contact_point_id": contact_point_id, "state": "queued", "attempts": 0,
+            "next_attempt_at": now, "created_at": now}
+
+
+def _job_view(row: Any) -> Job:
+    (job_id, kind, recipient, token, attempts, account_id, message_pk, message_uuid, sha256, from_address,
+     tenant_name, tenant_kind, sender_login, party_kind, party_ident,
+     acct_id, acct_login, cp_id, cp_address, owner_chain, owner_tenant_kind) = row
+    if account_id:
+        owner_kind, owner_id, owner_address = "account", acct_id, acct_login
+    else:
+        owner_kind, owner_id, owner_address = "contact_point", cp_id, cp_address
+    return Job(id=job_id, kind=kind, recipient=recipient, lease_token=token, attempts=attempts,
+               message_pk=message_pk, message_uuid=message_uuid, sha256=sha256, tenant_name=tenant_name,
+               from_address=from_address, sender_login=sender_login,
+               sender_party=f"{party_kind}:{party_ident}" if party_kind is not None else None,
+               sender_tenant_kind=tenant_kind, owner_kind=owner_kind, owner_id=owner_id,
+               owner_address=owner_address, owner_chain=owner_chain, owner_tenant_kind=owner_tenant_kind)
 
 
 def _row(obj: Any) -> dict:
