@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.core.mimeinfo import find_part
 from bridge.core.render import field_name, split_header
 from bridge.imapserver import qresync
+from bridge.imapserver.errors import No
 from bridge.imapserver.parser import Atom, ParseError, Reader
 from bridge.imapserver.registry import SEL, command
 from bridge.imapserver.responses import body_structure, envelope, flag_list, literal
@@ -36,6 +37,9 @@ _SECTION = re.compile(r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^
                       re.IGNORECASE)
 _SECTION_TEXT = re.compile(r"^((?:[1-9]\d*)(?:\.[1-9]\d*)*)?(?:\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?"
                            r"(?: \((.*)\))?$", re.IGNORECASE)
+
+
+_KNOWN_CTE = frozenset({"7BIT", "8BIT", "BINARY", "BASE64", "QUOTED-PRINTABLE"})
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,8 @@ def _binary(d: EntryData, raw: bytes, part: tuple[int, ...]) -> bytes:
     _, b0, end = node["offsets"]
     data = raw[b0:end]
     enc = (node.get("encoding") or "7BIT").upper()
+    if enc not in _KNOWN_CTE:
+        raise No("cannot decode this content transfer encoding", "UNKNOWN-CTE")     # RFC 3516 section 4.3
     try:
         if enc == "BASE64":
             return base64.b64decode(data, validate=False)

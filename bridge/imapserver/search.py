@@ -197,17 +197,14 @@ def _charset(args: Reader) -> None:
 
 
 def saved_result(s: "ImapSession") -> list[int]:
-    """The UIDs of the last SEARCH RETURN (SAVE) in the selected mailbox (RFC 5182 `$`)."""
-    # todo: only SEARCH reads `$` so far; SEARCHRES is not advertised until FETCH, STORE,
-    # COPY and MOVE resolve it through this function too.
-    saved = getattr(s, "search_saved", None)
-    if saved is None or saved[0] is not s.selected:
-        return []
-    return list(saved[1])
+    """The UIDs of the last SEARCH RETURN (SAVE) in the selected mailbox (RFC 5182 `$`);
+    sequences.uids_for resolves `$` for FETCH, STORE, COPY and MOVE the same way."""
+    return list(s.selected.search_saved) if s.selected is not None else []
 
 
 def _save(s: "ImapSession", uids: list[int]) -> None:
-    s.search_saved = (s.selected, list(uids))  # type: ignore[attr-defined]
+    if s.selected is not None:
+        s.selected.search_saved = list(uids)
 
 
 @command("SEARCH", SEL, uid=True)

@@ -17,6 +17,9 @@ def uids_for(sel: "Selected", text: str, uid: bool) -> list[int]:
     the mailbox are a BAD (RFC 9051 section 6.4.4: "invalid"); UIDs that do not exist are
     simply not included (RFC 9051 section 6.4.9)."""
     seqset = parse_sequence_set(text)
+    if seqset.last_result:                        # RFC 5182 "$": the last SEARCH ... SAVE
+        present = set(sel.uids)
+        return sorted(u for u in sel.search_saved if u in present)
     if uid:
         return _uids_in_ranges(sel.uids, seqset, sel.uids[-1] if sel.uids else 0)
     count = len(sel.uids)

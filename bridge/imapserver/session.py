@@ -64,6 +64,7 @@ class Selected:
     synced: int = 0                                # MODSEQ up to which changes were read (sync)
     gone: set[int] = field(default_factory=set)    # expunged, EXPUNGE not sent yet
     seen_on_fetch: set[int] = field(default_factory=set)
+    search_saved: list[int] = field(default_factory=list)   # RFC 5182 "$"
 
     def seq_of(self, uid: int) -> int | None:
         from bisect import bisect_left
@@ -203,7 +204,8 @@ class ImapSession:
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "ENABLE", "ID", "IDLE", "NAMESPACE", "UNSELECT",
                 "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS",
-                "CONDSTORE", "QRESYNC", f"APPENDLIMIT={self.ctx.appendlimit}", "SASL-IR"]
+                "CONDSTORE", "QRESYNC", f"APPENDLIMIT={self.ctx.appendlimit}", "SASL-IR", "ESEARCH",
+                "SEARCHRES"]
         if self.state == NOT_AUTHENTICATED:
             if self.conn.tls:
                 caps.append("AUTH=PLAIN")

@@ -5,6 +5,8 @@ account may see: its own, and the mailboxes of contact points it is granted,
 shown under `Shared/<contact point>/` (DESIGN.md section 6).  A name that does
 not resolve for this account is simply unknown (None), whether or not it
 exists for someone else.  Returns plain value objects; no ORM objects leave.
+CREATE/DELETE/RENAME/SUBSCRIBE change only the account's own mailboxes and say
+why they cannot with `Refused(reason)`; names come validated (core/mailboxnames.py).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 import secrets
+import sqlite3
 import threading
 import time
 import uuid
@@ -144,8 +145,10 @@ class _Prepared:
             else:
                 const = process(bind.value) if process else bind.value
                 binds[name] = (_REQUIRED, const)
-        if column_keys and set(column_keys) != set(binds):
-            raise ValueError(f"{stmt}: the parameters are not exactly the columns given")
+        if column_keys and (not set(column_keys) <= set(binds) or
+                            {n for n in binds if n in stmt.table.c} - set(column_keys)):
+            # e.g. a column left out, which SQLAlchemy would fill with its default
+            raise ValueError(f"{stmt}: the inserted columns are not exactly those given")
         self.sql = compiled.string
         names = list(compiled.positiontup) if dialect.positional else list(binds)
         self._plan = tuple(binds[n] for n in names)
@@ -195,19 +198,29 @@ class _Hot:
             ins(_CONTENT).on_conflict_do_nothing(index_elements=["sha256"]), dialect, _CONTENT_COLUMNS)
         self.insert_entry = _Prepared(insert(_ENTRY), dialect, _ENTRY_COLUMNS)
         self.insert_event = _Prepared(insert(_EVENT), dialect, _EVENT_COLUMNS)
+        self.update_head = _Prepared(update(_HEAD).where(_HEAD.c.chain == bindparam("head_chain")).values(
+            seq=bindparam("new_seq"), hash=bindparam("new_hash")), dialect)
         self.lock_head = _Prepared(select(_HEAD.c.seq, _HEAD.c.hash).where(
             _HEAD.c.chain == bindparam("head_chain")).with_for_update(), dialect)
         self.new_head = _Prepared(ins(_HEAD).on_conflict_do_nothing(index_elements=["chain"]),
                                   dialect, _HEAD_COLUMNS)
-        self.update_head = _Prepared(update(_HEAD).where(_HEAD.c.chain == bindparam("head_chain")).values(
-            seq=bindparam("new_seq"), hash=bindparam("new_hash")), dialect)
         self.finish_job = _Prepared(update(_JOB).where(
             _JOB.c.id == bindparam("job_id"), _JOB.c.state == "running",
             _JOB.c.lease_token == bindparam("token")).values(state="done", done_at=_NOW, lease_until=None),
             dialect)
-        self.lock_box = {owner: _Prepared(select(_BOX.c.id, _BOX.c.uidnext, _BOX.c.highestmodseq).where(
-            _BOX.c[owner] == bindparam("owner"), _BOX.c.name == bindparam("box_name")).with_for_update(),
-            dialect) for owner in ("account_id", "contact_point_id")}
+        # The next UID and MODSEQ of a mailbox, its row locked FOR UPDATE until commit.
+        # SQLite: read, then write.  PostgreSQL: one statement, (id, uid, modseq) - the lock is
+        # taken in the WITH, and the UPDATE works on the newest version of the locked row.
+        self.lock_box: dict[str, _Prepared] = {}
+        for owner in ("account_id", "contact_point_id"):
+            locked = select(_BOX.c.id, _BOX.c.uidnext, _BOX.c.highestmodseq).where(
+                _BOX.c[owner] == bindparam("owner"), _BOX.c.name == bindparam("box_name")).with_for_update()
+            if not sqlite:
+                box = locked.with_only_columns(_BOX.c.id).cte("box")
+                locked = update(_BOX).where(_BOX.c.id == box.c.id).values(
+                    uidnext=_BOX.c.uidnext + 1, highestmodseq=_BOX.c.highestmodseq + 1,
+                ).returning(_BOX.c.id, _BOX.c.uidnext - 1, _BOX.c.highestmodseq)
+            self.lock_box[owner] = _Prepared(locked, dialect)
         self.set_box = _Prepared(update(_BOX).where(_BOX.c.id == bindparam("box_id")).values(
             uidnext=bindparam("new_uidnext"), highestmodseq=bindparam("new_modseq")), dialect)
         self.lock_message = _Prepared(
@@ -249,9 +262,16 @@ def _sqlite_setup(engine: Engine, immediate: bool) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # On the DBAPI connection: SQLAlchemy's statement execution would cost more CPU than
+        # the BEGIN itself, for every transaction.
+        try:
+            conn.connection.dbapi_connection.execute(begin)
+        except sqlite3.Error as exc:        # e.g. "database is locked" after busy_timeout
+            raise DBAPIError.instance(begin, (), exc, sqlite3.Error) from exc
 
 
 class SqlStore:
@@ -835,10 +855,12 @@ class SqlStore:
         The mailbox row stays locked until commit, so concurrent filings queue up behind it."""
         q = self._q
         owner = "account_id" if job.owner_kind == "account" else "contact_point_id"
-        box_id, uidnext, highest = self._run(s, q.lock_box[owner], {
+        box_id, uid, modseq = self._run(s, q.lock_box[owner], {
             "owner": job.owner_id, "box_name": "Sent" if job.kind == "sent" else "INBOX"}).fetchone()
-        self._run(s, q.set_box, {"box_id": box_id, "new_uidnext": uidnext + 1, "new_modseq": highest + 1})
-        return box_id, uidnext, highest + 1
+        if not q.sqlite:
+            return box_id, uid, modseq        # taken and written by the one statement
+        self._run(s, q.set_box, {"box_id": box_id, "new_uidnext": uid + 1, "new_modseq": modseq + 1})
+        return box_id, uid, modseq + 1
 
     def _content(self, s: Session, sha256: str, info: Any) -> None:
         """The content row for a blob, unless it exists (the same bytes filed twice, or by

@@ -75,7 +75,7 @@ def deliver(bridge: RunningBridge, raw: bytes) -> bytes:
     before = len(bridge.store.mailbox_entries(ANNA))
     with login(bridge, CASEWORKER) as c:
         c.sendmail(JOBCENTER, [ANNA_CPR_ADDR], raw)
-    entry = wait_for(lambda: (e := bridge.store.mailbox_entries(ANNA)) and len(e) > before and e[-1])
+    entry = wait_for(lambda: (e := bridge.store.mailbox_entries(ANNA)) and len(e) > before and e[-1], 10)
     return bridge.app.blobs.get(entry["sha256"])
 
 
@@ -302,9 +302,9 @@ def test_body_sections_are_byte_exact(bridge: RunningBridge, letters: list[bytes
         assert fields["BODY[HEADER.FIELDS (Subject FROM)]"] == (
             f"From: {msg['from']}\r\nSubject: =?utf-8?q?Afg=C3=B8relse_om_ydelse?=\r\n\r\n").encode()
         assert fields["BODY[HEADER.FIELDS.NOT (subject from received authentication-results)]"] == (
-            f"To: Anna Borger <anna@borger.dp2.test>\r\nMessage-ID: <letter-1@kommune.dp2.test>\r\n"
-            f"Date: Fri, 27 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n"
-            f'Content-Type: multipart/mixed; boundary="outer-b"\r\n\r\n').encode()
+            b"To: Anna Borger <anna@borger.dp2.test>\r\nMessage-ID: <letter-1@kommune.dp2.test>\r\n"
+            b"Date: Fri, 27 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="outer-b"\r\n\r\n')
 
         binary = fetch(client, "1", "(BINARY.PEEK[2] BINARY.SIZE[2] BINARY.PEEK[1.1] BINARY.PEEK[2]<0.4>)")
         assert binary["BINARY[2]"] == PDF == pdf.get_payload(decode=True)
@@ -328,6 +328,8 @@ def test_body_sections_are_byte_exact(bridge: RunningBridge, letters: list[bytes
 
 def test_fetch_grammar_over_raw_transcripts(sqlite_bridge: RunningBridge) -> None:
     deliver(sqlite_bridge, NO_CONTENT_TYPE)
+    deliver(sqlite_bridge, NO_CONTENT_TYPE.replace(b"plain-1", b"plain-2").replace(
+        b"\r\n\r\n", b"\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n"))
     t = Transcript(sqlite_bridge, ANNA)
     try:
         t.transact("OK", "EXAMINE INBOX")
@@ -338,8 +340,11 @@ def test_fetch_grammar_over_raw_transcripts(sqlite_bridge: RunningBridge) -> Non
         assert t.transact("OK", "FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS ())", b"t7 OK FETCH completed"]
         assert t.transact("OK", "FETCH 1 FAST")[0].startswith(b'* 1 FETCH (FLAGS () INTERNALDATE "')
         for bad in ("FETCH 1 (BODY[HEADER.FIELDS])", "FETCH 1 BODY[", "FETCH 1 (FLAGS", "FETCH 1 FROB",
-                    "FETCH 1 (ALL)", "FETCH 1 BINARY[HEADER]", "FETCH 0 FLAGS", "FETCH 2 FLAGS",
+                    "FETCH 1 (ALL)", "FETCH 1 BINARY[HEADER]", "FETCH 0 FLAGS", "FETCH 3 FLAGS",
                     "FETCH 1", "FETCH 1 FLAGS (CHANGEDSINCE x)"):
             assert t.transact("BAD", bad)[-1].split(b" ")[1] == b"BAD", bad
+        assert t.transact("NO", "FETCH 2 BINARY.PEEK[1]")[-1].startswith(
+            b"t19 NO [UNKNOWN-CTE] cannot decode this content transfer encoding (ref ")
+        assert t.transact("OK", "FETCH 2 BODY.PEEK[1]<0.3>")[0] == b"* 2 FETCH (BODY[1]<0> {3}\r\nKun)"
     finally:
         t.close()

@@ -210,7 +210,7 @@ def test_idle_connections_do_not_hold_threads(sqlite_bridge: RunningBridge) -> N
         started = time.monotonic()
         other.transact("OK", "SELECT INBOX")
         other.transact("OK", "NOOP")
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 5.0          # a held thread pool would hang here
         deliver(sqlite_bridge, 1)
         for t in idlers:
             assert t.readline() == b"* 1 EXISTS"

@@ -85,6 +85,10 @@ def test_utf8_and_modified_utf7_names_are_literal(bridge: RunningBridge) -> None
             b'* LIST (\\HasNoChildren \\Subscribed) "/" {18}\r\nKl\xc3\xa6ger/\xc3\x86ndringer']
         assert untagged(t, b'SELECT {18+}\r\nKl\xc3\xa6ger/\xc3\x86ndringer')[0] == b"* 0 EXISTS"
         assert refused(t, 'SELECT "&AMY-ndringer"') == b"NO [NONEXISTENT] no such mailbox"
+        untagged(t, r'CREATE "Citat \"x\" a\\b"')
+        assert untagged(t, 'LIST "" "Citat*"') == [
+            b'* LIST (\\HasNoChildren \\Subscribed) "/" {13}\r\nCitat "x" a\\b']
+        untagged(t, r'STATUS "Citat \"x\" a\\b" (MESSAGES)')
     finally:
         t.close()
 

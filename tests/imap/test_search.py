@@ -290,3 +290,23 @@ def test_sequence_numbers_stay_the_clients_while_another_session_expunges(bridge
     finally:
         t.close()
         other.close()
+
+
+def test_saved_result_is_usable_by_fetch_store_and_copy(sqlite_bridge: RunningBridge) -> None:
+    """RFC 5182 SEARCHRES: `$` after SEARCH RETURN (SAVE) names the same messages in FETCH,
+    STORE and COPY."""
+    deliver(sqlite_bridge, [raw_message(subject) for subject in ("alpha", "beta", "alpha two")])
+    t = Transcript(sqlite_bridge, ANNA)
+    try:
+        assert b"SEARCHRES" in t.transact("OK", "CAPABILITY")[0]
+        t.transact("OK", "SELECT INBOX")
+        t.transact("OK", "UID SEARCH RETURN (SAVE) SUBJECT alpha")
+        fetched = [line for line in t.transact("OK", "FETCH $ (UID)") if line.startswith(b"* ")]
+        assert [line.split(b"UID ")[1].rstrip(b")") for line in fetched] == [b"1", b"3"]
+        t.transact("OK", "STORE $ +FLAGS.SILENT (\\Flagged)")
+        flagged = t.transact("OK", "SEARCH FLAGGED")[0]
+        assert flagged == b"* SEARCH 1 3"
+        copied = t.transact("OK", "COPY $ Archive")[-1]
+        assert re.search(rb"\[COPYUID \d+ 1,3 1:2\]", copied), copied
+    finally:
+        t.close()
