@@ -152,9 +152,13 @@ async def start_listeners(session_factory: Callable[[Connection], Any], tls_cont
             except asyncio.CancelledError:
                 pass          # server stopping: end quietly (asyncio would log a cancelled handler)
             finally:
-                if task:
-                    live.discard(task)
-                await conn.close()
+                try:
+                    await conn.close()
+                except asyncio.CancelledError:
+                    pass      # stopping while closing: the transport is closed regardless
+                finally:
+                    if task:
+                        live.discard(task)   # only now, so close_all() waits for the close
         return serve
 
     servers = [await asyncio.start_server(handler(False), host, port, limit=MAX_LINE, reuse_address=True)
