@@ -50,19 +50,19 @@ class DeliveryWorker:
         while not stopping.is_set():
             try:
                 jobs = await self.run_blocking(self.store.claim_jobs, BATCH, LEASE_SECONDS)
-                await asyncio.gather(*(self._deliver_one(job, stopping) for job in jobs))
+                await asyncio.gather(*(self._deliver_chunk(chunk, stopping) for chunk in _chunks(jobs)))
             except Exception:
                 log.exception("delivery pass failed; retrying")
                 jobs = []
             if not jobs:
                 await self._sleep(stopping)
 
-    async def _deliver_one(self, job: Job, stopping: asyncio.Event) -> None:
-        """Jobs run CONCURRENCY at a time so that their filings share commits; a job not
+    async def _deliver_chunk(self, jobs: list[Job], stopping: asyncio.Event) -> None:
+        """Chunks run CONCURRENCY at a time so that their filings share commits; a job not
         started when stopping begins keeps its lease and is taken up after the restart."""
         async with self._slots:
             if not stopping.is_set():
-                await self.run_blocking(self.deliver, job)
+                await self.run_blocking(self.deliver_many, jobs, stopping.is_set)
 
     async def _sleep(self, stopping: asyncio.Event) -> None:
         self._wake.clear()
@@ -73,16 +73,51 @@ class DeliveryWorker:
 
     def deliver(self, job: Job) -> Filed | None:
         """Deliver one claimed job (blocking).  Failures are retried later or marked failed."""
+        return self.deliver_many([job])[0]
+
+    def deliver_many(self, jobs: list[Job], stopping: Callable[[], bool] = lambda: False) -> list[Filed | None]:
+        """Deliver claimed jobs (blocking), as `deliver` does one by one, but with one thread
+        hop and one shared filing for all of them: each copy is prepared, then every copy is
+        filed in one unit of the group commit.  If that fails, each is filed alone, so only
+        a faulty job fails (as with `deliver`).  Jobs not started when `stopping()` keep
+        their lease."""
+        out: list[Filed | None] = [None] * len(jobs)
+        ready: list[tuple[int, Job, str, Any, AuditEvent]] = []
+        for i, job in enumerate(jobs):
+            if stopping():
+                break
+            try:
+                sha, info = self._prepare(job)
+            except Exception as exc:
+                log.exception("delivery of job %s (message %s) failed", job.id, job.message_uuid)
+                self._failed(job, exc)
+                continue
+            ready.append((i, job, sha, info, self._event(job, "delivered", "ok")))
+        if not ready:
+            return out
         try:
-            sha, info = self._prepare(job)
-            filed = self.store.file(job, sha, info, self._event(job, "delivered", "ok"))
+            filed = self.store.file_many([(job, sha, info, event) for _, job, sha, info, event in ready])
+        except Exception as exc:
+            if len(ready) == 1:
+                job = ready[0][1]
+                log.exception("delivery of job %s (message %s) failed", job.id, job.message_uuid)
+                self._failed(job, exc)
+                return out
+            log.debug("filing %d jobs together failed (%s); filing each alone", len(ready), exc)
+            filed = [self._file_alone(*item[1:]) for item in ready]
+        for (i, *_), result in zip(ready, filed):
+            out[i] = result
+            if result is not None:
+                self.events.publish(result)
+        return out
+
+    def _file_alone(self, job: Job, sha: str, info: Any, event: AuditEvent) -> Filed | None:
+        try:
+            return self.store.file(job, sha, info, event)
         except Exception as exc:
             log.exception("delivery of job %s (message %s) failed", job.id, job.message_uuid)
             self._failed(job, exc)
             return None
-        if filed is not None:
-            self.events.publish(filed)
-        return filed
 
     def _prepare(self, job: Job) -> tuple[str, Any]:
         if job.kind == "sent":           # the accepted blob: its content row was made at acceptance
@@ -123,3 +158,15 @@ class DeliveryWorker:
             self.store.fail_job(job, f"{type(exc).__name__}: {exc}", retry_at, event)
         except Exception:
             log.exception("could not record failure of job %s; its lease will expire", job.id)
+
+
+def _chunks(jobs: list[Job]) -> list[list[Job]]:
+    """At most CONCURRENCY chunks of about equal size; the jobs of one message (its INBOX
+    and Sent copies) stay in one chunk, so they are filed together."""
+    by_message: dict[int, list[Job]] = {}
+    for job in jobs:
+        by_message.setdefault(job.message_pk, []).append(job)
+    chunks: list[list[Job]] = [[] for _ in range(min(CONCURRENCY, len(by_message)))]
+    for n, group in enumerate(by_message.values()):
+        chunks[n % len(chunks)].extend(group)
+    return chunks

@@ -244,8 +244,11 @@ _CURSOR = "bridge.cursor"           # the DBAPI cursor of the transaction's conn
 
 def make_engine(url: str, *, immediate: bool) -> Engine:
     if url.startswith("sqlite"):
+        # LIFO: a thread that runs transaction after transaction (the group committer) gets
+        # its connection back, whose page cache is still valid; SQLite drops a connection's
+        # cache when another connection has written since, so a FIFO pool re-reads pages.
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               pool_size=8, max_overflow=8)
+                               pool_size=8, max_overflow=8, pool_use_lifo=True)
         _sqlite_setup(engine, immediate)
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
@@ -833,7 +836,31 @@ class SqlStore:
         another worker took it)."""
         return self._shared(lambda s: self._file(s, job, sha256, info, audit))
 
-    def _file(self, s: Session, job: Job, sha256: str, info: Any, audit: AuditEvent) -> Filed | None:
+    def file_many(self, items: list[tuple[Job, str, Any, AuditEvent]]) -> list[Filed | None]:
+        """`file` for several jobs, in one unit of a shared transaction: all are filed or
+        (on an exception) none is."""
+        # A message is delivered when its last pending job is filed.  While a later job of the
+        # same message waits in `items` (claimed, so pending), that check cannot succeed for
+        # an earlier one, so it is left to the last one; or made when the last one turns out
+        # not to be ours any more (its lease ran out and another worker took it).
+        last = {job.message_pk: i for i, (job, *_) in enumerate(items)}
+
+        def unit(s: Session) -> list[Filed | None]:
+            out: list[Filed | None] = []
+            owed: set[int] = set()
+            for i, (job, sha256, info, audit) in enumerate(items):
+                is_last = last[job.message_pk] == i
+                filed = self._file(s, job, sha256, info, audit, check_delivered=is_last)
+                if filed is not None and not is_last:
+                    owed.add(job.message_pk)
+                elif filed is None and is_last and job.message_pk in owed:
+                    self._mark_delivered(s, job.message_pk)
+                out.append(filed)
+            return out
+        return self._shared(unit)
+
+    def _file(self, s: Session, job: Job, sha256: str, info: Any, audit: AuditEvent,
+              check_delivered: bool = True) -> Filed | None:
         s.flush()               # statements on the cursor below: whatever the ORM holds goes first
         q = self._q
         now = self.clock.now()
@@ -846,7 +873,8 @@ class SqlStore:
             "mailbox_id": box_id, "uid": uid, "message_id": job.message_pk, "sha256": sha256,
             "flags": "\\Seen" if job.kind == "sent" else "", "keywords": "", "modseq": modseq,
             "internal_date": now})
-        self._mark_delivered(s, job.message_pk)
+        if check_delivered:
+            self._mark_delivered(s, job.message_pk)
         self._audit(s, audit)
         return Filed(box_id, uid, modseq, job.message_uuid)
 
