@@ -32,7 +32,6 @@ import signal
 import smtplib
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
