@@ -242,14 +242,14 @@ def _simple(name: str, d: EntryData, raw: bytes, flags: tuple[str, ...], modseq:
 def _section(d: EntryData, raw: bytes, item: Item) -> bytes:
     if not item.part:
         header, text = raw[:d.header_size], raw[d.header_size:]
-        return _spec(item, raw, header, text, header)
+        return _spec(item, header, text)
     node = find_part(d.body, list(item.part))
     if node is None:
         return b""
     h0, b0, end = node["offsets"]
     if "message" in node and item.spec in ("HEADER", "TEXT", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         inner = node["message"]["body"]["offsets"][1]
-        return _spec(item, raw, raw[b0:inner], raw[inner:end], raw[b0:inner])
+        return _spec(item, raw[b0:inner], raw[inner:end])
     if item.spec == "MIME":
         return raw[h0:b0]
     if item.spec:
@@ -257,7 +257,7 @@ def _section(d: EntryData, raw: bytes, item: Item) -> bytes:
     return raw[b0:end]
 
 
-def _spec(item: Item, raw: bytes, header: bytes, text: bytes, _h: bytes) -> bytes:
+def _spec(item: Item, header: bytes, text: bytes) -> bytes:
     if item.spec == "":
         return header + text
     if item.spec == "HEADER":

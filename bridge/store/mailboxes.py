@@ -62,7 +62,12 @@ class EntryData:
 
 
 def _flags(entry: Any) -> tuple[str, ...]:
-    return tuple(f for f in (entry.flags.split() + entry.keywords.split()) if f)
+    return _flag_tuple(entry.flags, entry.keywords)
+
+
+def _flag_tuple(flags: str, keywords: str) -> tuple[str, ...]:
+    """System flags and keywords together, as IMAP shows them."""
+    return tuple(flags.split() + keywords.split())
 
 
 class MailboxRepository:
@@ -197,7 +202,7 @@ class MailboxRepository:
             rows = s.execute(select(m.MailboxEntry.uid, m.MailboxEntry.modseq, m.MailboxEntry.flags,
                                     m.MailboxEntry.keywords).where(
                 m.MailboxEntry.mailbox_id == mailbox_id).order_by(m.MailboxEntry.uid))
-            entries = [EntryState(uid, modseq, _flags(_Row(flags, keywords)))
+            entries = [EntryState(uid, modseq, _flag_tuple(flags, keywords))
                        for uid, modseq, flags, keywords in rows]
             return _view(box, box.name, shared=box.contact_point_id is not None), entries
 
@@ -215,7 +220,7 @@ class MailboxRepository:
                                     m.MailboxEntry.keywords).where(
                 m.MailboxEntry.mailbox_id == mailbox_id, m.MailboxEntry.modseq > since_modseq)
                 .order_by(m.MailboxEntry.uid))
-            changed = [EntryState(uid, modseq, _flags(_Row(flags, keywords)))
+            changed = [EntryState(uid, modseq, _flag_tuple(flags, keywords))
                        for uid, modseq, flags, keywords in rows]
             gone = list(s.scalars(select(m.Expunged.uid).where(
                 m.Expunged.mailbox_id == mailbox_id, m.Expunged.modseq > since_modseq)
@@ -279,11 +284,6 @@ class MailboxRepository:
         return self.store._shared(unit)
 
 
-class _Row:
-    def __init__(self, flags: str, keywords: str) -> None:
-        self.flags, self.keywords = flags, keywords
-
-
 def _apply(current: set[str], given: set[str], mode: str) -> set[str]:
     if mode == "+":
         return current | given
@@ -325,4 +325,4 @@ def _new_mailbox(s: Session, account_id: int, name: str, now: dt.datetime) -> m.
     return box
 
 
-__all__ = ["MailboxRepository", "MailboxView", "EntryState", "EntryData", "Refused", "SYSTEM_FLAGS", "update"]
+__all__ = ["MailboxRepository", "MailboxView", "EntryState", "EntryData", "Refused", "SYSTEM_FLAGS"]
