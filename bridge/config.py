@@ -89,7 +89,7 @@ class SMTPSection:
 
 @dataclass(frozen=True)
 class IMAPSection:
-    # IMAP with STARTTLS; LOGIN is disabled until TLS is up (served from the IMAP issue on).
+    # IMAP with STARTTLS; LOGIN is disabled until TLS is up (LOGINDISABLED).
     listen_starttls: tuple[str, ...] = ("127.0.0.1:1143",)
     # IMAP over implicit TLS.
     listen_implicit_tls: tuple[str, ...] = ("127.0.0.1:1993",)
