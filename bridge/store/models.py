@@ -182,7 +182,8 @@ class MailboxEntry(Base):
     keywords: Mapped[str] = mapped_column(Text, default="")             # space-separated keywords
     modseq: Mapped[int] = mapped_column(BigInteger)
     internal_date: Mapped[dt.datetime]
-    __table_args__ = (UniqueConstraint("mailbox_id", "uid"),)
+    __table_args__ = (UniqueConstraint("mailbox_id", "uid"),
+                      Index("ix_mailbox_entries_modseq", "mailbox_id", "modseq"))
 
 
 class Expunged(Base):
