@@ -244,3 +244,44 @@ class AuditHead(Base):
     chain: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Receipt(Base):
+    """A receipt owed for one event of one message (issue 4, DESIGN.md section 5).
+
+    Written in the transaction of the event it attests (with that event's audit link);
+    the receipt worker then signs it and files it in the owner's Receipts mailbox.  The
+    unique (message, event, recipient) key makes a second receipt for one event
+    impossible, whoever asks for it."""
+
+    __tablename__ = "receipts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evidence_id: Mapped[str] = mapped_column(String(36), unique=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))      # the message attested
+    event: Mapped[str] = mapped_column(String(32))                          # ETSI EN 319 522 name
+    recipient: Mapped[str] = mapped_column(String(320), default="")         # "" when not per recipient
+    owner_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))  # whose Receipts mailbox
+    audit_chain: Mapped[str] = mapped_column(String(64))                    # the attested event's link;
+    audit_seq: Mapped[int] = mapped_column(BigInteger)                      # its chain's tenant signs
+    audit_hash: Mapped[str] = mapped_column(String(64))
+    time: Mapped[dt.datetime]                                               # of the attested event
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued")        # queued|running|done|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime]
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_until: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    filed_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    created_at: Mapped[dt.datetime]
+    __table_args__ = (UniqueConstraint("message_id", "event", "recipient"),
+                      Index("ix_receipts_ready", "state", "next_attempt_at"))
+
+
+class Consent(Base):
+    """A citizen's standing consent that a sender (party) may learn when they read its letters."""
+
+    __tablename__ = "consents"
+    citizen_party_id: Mapped[int] = mapped_column(ForeignKey("parties.id"), primary_key=True)
+    sender_party_id: Mapped[int] = mapped_column(ForeignKey("parties.id"), primary_key=True)
+    created_at: Mapped[dt.datetime]
