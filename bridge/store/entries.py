@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from bridge.core.audit import AuditEvent
 from bridge.core.messages import Filed
 from bridge.store import models as m
 
@@ -199,7 +200,21 @@ class EntryWriter:
         if not pending:
             s.execute(update(m.Message).where(m.Message.id == message_pk, m.Message.state == "accepted")
                       .values(state="delivered"))
+        self.store._audit(s, self._delivered_event(s, message_pk, message_uuid, msg))   # last: lock order
         return Appended(box.uidvalidity, uid, True, Filed(box.id, uid, modseq, message_uuid))
+
+    def _delivered_event(self, s: Session, message_pk: int, message_uuid: str, msg: NewMessage) -> AuditEvent:
+        """The "delivered" event of the Sent copy filed for the client's APPEND: what the
+        delivery worker would have written (core/delivery.py `_event`), with the IMAP
+        session as the actor."""
+        chain = s.scalar(select(m.Tenant.name).join(m.Message, m.Message.tenant_id == m.Tenant.id)
+                         .where(m.Message.id == message_pk))
+        owner_chain = s.scalar(select(m.Tenant.name).join(m.Account, m.Account.tenant_id == m.Tenant.id)
+                               .where(m.Account.id == msg.account_id))
+        return AuditEvent(time=self.store.clock.now(), chain=chain, kind="delivered", result="ok",
+                          actor=msg.from_address, subject=msg.from_address, message_uuid=message_uuid,
+                          protocol="imap", session_id=msg.session_id,
+                          details={"mailbox": "Sent", "recipient_chain": owner_chain, "via": "append"})
 
     def _content(self, s: Session, sha256: str, info: Any) -> None:
         """The content row of a blob unless it exists: INSERT ... ON CONFLICT DO NOTHING."""

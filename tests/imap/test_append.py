@@ -9,6 +9,7 @@ import uuid
 
 from sqlalchemy import select
 
+from bridge.core.audit import verify_chain
 from bridge.core.mimeinfo import analyze
 from bridge.store import models as m
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
@@ -214,6 +215,12 @@ def test_append_to_sent_before_the_bridge_filed_its_copy_files_that_copy(bridge:
         assert s.scalars(select(m.MailboxEntry.message_id).join(
             m.Mailbox, m.Mailbox.id == m.MailboxEntry.mailbox_id).where(
             m.Mailbox.account_id == job.account_id, m.Mailbox.name == "Sent")).all() == [msg_pk]
+        message_uuid = s.get(m.Message, msg_pk).uuid
+    # The copy filed for the APPEND has its "delivered" event, once, in a chain that verifies.
+    events = [e for e in bridge.store.audit_events(message_uuid=message_uuid) if e["kind"] == "delivered"]
+    assert [(e["chain"], e["result"], e["actor"], e["subject"], e["protocol"], e["details"]["mailbox"])
+            for e in events] == [("borger", "ok", ANNA, ANNA, "imap", "Sent")]
+    assert verify_chain(bridge.store.audit_events("borger"), bridge.store.audit_heads()["borger"]) is None
 
 
 def test_a_draft_appended_first_does_not_swallow_the_submission(bridge: RunningBridge) -> None:
