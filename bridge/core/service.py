@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from bridge.clock import Clock
@@ -135,16 +135,18 @@ class BridgeService:
     # --- submission ----------------------------------------------------------------
 
     def submit(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
-               raw: bytes, ctx: SessionInfo) -> Accepted:
+               raw: bytes, ctx: SessionInfo, refused: list[tuple[str, str, str]] = ()) -> Accepted:
         """Check the message and accept it durably: blob fsynced, then the message, its delivery
-        jobs and its audit event committed in one transaction.  Only then does this return."""
+        jobs, its audit events and the receipts owed for them committed in one transaction.
+        Only then does this return.  `refused`: (address, status, reason) of recipients refused
+        at RCPT in the same transaction, each owed a SubmissionRejection receipt."""
         try:
             raw, info = self._checked(principal, raw)
         except BridgeError as exc:
             if not exc.temporary:
                 self._refused(principal, ctx, exc)
             raise
-        return self._accept(principal, mail_from, recipients, raw, info, ctx)
+        return self._accept(principal, mail_from, recipients, raw, info, ctx, refused)
 
     def _checked(self, principal: ids.Principal, raw: bytes) -> tuple[bytes, MessageInfo]:
         if len(raw) > self.settings.max_message_size:
@@ -170,7 +172,8 @@ class BridgeService:
         return extra + raw
 
     def _accept(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
-                raw: bytes, info: MessageInfo, ctx: SessionInfo) -> Accepted:
+                raw: bytes, info: MessageInfo, ctx: SessionInfo, refused: Any = ()) -> Accepted:
+        submitted = self._event(principal.tenant_name, "submitted", "ok", ctx, actor=principal.login)
         sha = self.blobs.put(raw)
         message_uuid = str(uuid.uuid4())
         targets = _unique_targets(recipients)
@@ -189,7 +192,10 @@ class BridgeService:
         accepted_uuid, duplicate = self.store.accept(
             sub, [t for _, t in targets], [r for r, _ in targets], event, info,
             dedup_since=self.clock.now() - dt.timedelta(seconds=window) if window else None,
-            references=info.in_reply_to + info.references)
+            references=info.in_reply_to + info.references,
+            submitted=replace(submitted, message_uuid=message_uuid, details={
+                "size": len(raw), "mail_from": mail_from, "recipients": len(targets) + len(refused)}),
+            refused=list(refused))
         if not duplicate:
             self.on_accepted()
         return Accepted(accepted_uuid, duplicate)

@@ -123,6 +123,7 @@ class SubmissionHandler:
         envelope.mail_from = sender
         envelope.mail_options.extend(mail_options)
         envelope.targets = []
+        envelope.refused = []            # (address, status, reason): owed SubmissionRejection receipts
         return str(r.R250_SENDER_OK)
 
     async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope, address: str,
@@ -133,6 +134,8 @@ class SubmissionHandler:
             target = await self.run_blocking(self.service.check_rcpt, session.auth_data, address,
                                              server.session_info())
         except BridgeError as exc:
+            if not exc.temporary:
+                envelope.refused.append((address.lower()[:320], exc.enhanced, exc.public))
             return self._refusal(exc)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -143,7 +146,8 @@ class SubmissionHandler:
         raw = envelope.original_content   # bare CR/LF (smuggling) is refused by service.submit
         try:
             accepted = await self.run_blocking(self.service.submit, session.auth_data, envelope.mail_from,
-                                               envelope.targets, raw, server.session_info())
+                                               envelope.targets, raw, server.session_info(),
+                                               envelope.refused)
         except BridgeError as exc:
             return self._refusal(exc)
         log.info("accepted %s (%d bytes)%s", accepted.uuid, len(raw),

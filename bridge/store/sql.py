@@ -416,6 +416,12 @@ class SqlStore:
         head[0], head[1] = seq, digest
         return digest
 
+    def _audit_ref(self, s: Session, ev: AuditEvent) -> "AuditRef":
+        """`_audit`, returning where the event sits in its chain (for a receipt's evidence)."""
+        from bridge.store.receipts import AuditRef
+        digest = self._audit(s, ev)
+        return AuditRef(ev.chain, s.info[_HEADS][ev.chain][0], digest, ev.time)
+
     def _audit_head(self, s: Session, chain: str) -> list[Any]:
         """[seq, hash] of the chain's head, its row locked until the transaction ends."""
         q = self._q
@@ -760,9 +766,13 @@ class SqlStore:
 
     def accept(self, sub: Submission, targets: list[Target], recipients: list[str],
                audit: AuditEvent, info: Any, *, dedup_since: dt.datetime | None = None,
-               references: list[str] | None = None) -> tuple[str, bool]:
-        """The message, its delivery jobs and its audit event, in ONE transaction (shared with
-        concurrent acceptances, committed before this returns).  Returns (uuid, duplicate):
+               references: list[str] | None = None, submitted: AuditEvent | None = None,
+               refused: list[tuple[str, str, str]] = ()) -> tuple[str, bool]:
+        """The message, its delivery jobs, its audit events (`submitted`, then `audit`) and the
+        receipts owed for them (SubmissionAcceptance; SubmissionRejection for each of `refused`,
+        the (address, status, reason) of recipients refused in the same transaction), in ONE
+        transaction (shared with concurrent acceptances, committed before this returns).
+        Returns (uuid, duplicate):
         when the same account submitted the same Message-ID since `dedup_since`, nothing is
         stored and the first acceptance's UUID is returned.  The thread is that of the first
         known message among `references`, else sub.thread_id.  `info` (the blob's
@@ -774,7 +784,7 @@ class SqlStore:
                 return earlier, True
             thread = self._thread_of(s, references or [])
             self._accept(s, replace(sub, thread_id=thread) if thread else sub, targets, recipients,
-                         audit, info)
+                         audit, info, submitted, refused)
             return sub.uuid, False
         return self._shared(unit)
 
@@ -791,7 +801,8 @@ class SqlStore:
         return s.connection().execute(_THREAD_OF, {"ids": message_ids[:100]}).scalar()
 
     def _accept(self, s: Session, sub: Submission, targets: list[Target], recipients: list[str],
-                audit: AuditEvent, info: Any) -> None:
+                audit: AuditEvent, info: Any, submitted: AuditEvent | None = None,
+                refused: Any = ()) -> None:
         now = self.clock.now()
         q = self._q
         self._content(s, sub.sha256, info)
@@ -808,7 +819,18 @@ class SqlStore:
                 for target, rcpt in zip(targets, recipients)]
         jobs.append(_job_row(message_pk, "sent", sub.from_address, sub.sender_account_id, None, now))
         self._run_many(s, q.insert_jobs, jobs)
-        self._audit(s, audit)
+        from bridge.store.receipts import owe
+        if submitted is not None:
+            self._audit(s, submitted)
+        ref = self._audit_ref(s, audit)
+        owe(self, s, message_pk=message_pk, event="SubmissionAcceptance", ref=ref,
+            owner_account_id=sub.sender_account_id)
+        for address, status, reason in refused:
+            ref = self._audit_ref(s, replace(audit, kind="recipient.refused", result="refused",
+                                             subject=address[:320],
+                                             details={"status": status, "reason": reason}))
+            owe(self, s, message_pk=message_pk, event="SubmissionRejection", ref=ref, recipient=address,
+                owner_account_id=sub.sender_account_id, details={"status": status, "reason": reason})
 
     # --- delivery ------------------------------------------------------------------
 
@@ -868,23 +890,37 @@ class SqlStore:
         if done.rowcount != 1:
             return None
         self._content(s, sha256, info)
-        box_id, uid, modseq = self._owner_mailbox(s, job)
+        owner = "account_id" if job.owner_kind == "account" else "contact_point_id"
+        box_id, uid, modseq = self._take_uid(s, owner, job.owner_id, "Sent" if job.kind == "sent" else "INBOX")
         self._run(s, q.insert_entry, {
             "mailbox_id": box_id, "uid": uid, "message_id": job.message_pk, "sha256": sha256,
             "flags": "\\Seen" if job.kind == "sent" else "", "keywords": "", "modseq": modseq,
             "internal_date": now})
         if check_delivered:
             self._mark_delivered(s, job.message_pk)
-        self._audit(s, audit)
+        if job.kind == "sent":
+            self._audit(s, audit)
+        else:
+            from bridge.store.receipts import owe
+            owe(self, s, message_pk=job.message_pk, event="ContentConsignment", ref=self._audit_ref(s, audit),
+                recipient=job.recipient, details={"status": "2.0.0", "delivered_sha256": sha256,
+                                                  "owner": job.owner_address})
         return Filed(box_id, uid, modseq, job.message_uuid)
 
-    def _owner_mailbox(self, s: Session, job: Job) -> tuple[int, int, int]:
-        """Take the next UID and MODSEQ of the job's INBOX or Sent: (mailbox id, uid, modseq).
-        The mailbox row stays locked until commit, so concurrent filings queue up behind it."""
+    def _take_uid(self, s: Session, owner: str, owner_id: int, box_name: str) -> tuple[int, int, int]:
+        """Take the next UID and MODSEQ of the mailbox `box_name` of an account ("account_id")
+        or contact point ("contact_point_id"): (mailbox id, uid, modseq).  A missing Receipts
+        mailbox (a user deleted it) is made again.  The mailbox row stays locked until
+        commit, so concurrent filings queue up behind it."""
         q = self._q
-        owner = "account_id" if job.owner_kind == "account" else "contact_point_id"
-        box_id, uid, modseq = self._run(s, q.lock_box[owner], {
-            "owner": job.owner_id, "box_name": "Sent" if job.kind == "sent" else "INBOX"}).fetchone()
+        row = self._run(s, q.lock_box[owner], {"owner": owner_id, "box_name": box_name}).fetchone()
+        if row is None and box_name == "Receipts" and owner == "account_id":
+            s.add(m.Mailbox(account_id=owner_id, name="Receipts", special_use=None,
+                            uidvalidity=secrets.randbelow(2**31 - 2) + 1, uidnext=1, highestmodseq=1,
+                            subscribed=True, created_at=self.clock.now()))
+            s.flush()
+            row = self._run(s, q.lock_box[owner], {"owner": owner_id, "box_name": box_name}).fetchone()
+        box_id, uid, modseq = row
         if not q.sqlite:
             return box_id, uid, modseq        # taken and written by the one statement
         self._run(s, q.set_box, {"box_id": box_id, "new_uidnext": uid + 1, "new_modseq": modseq + 1})
@@ -911,7 +947,8 @@ class SqlStore:
             self._run(s, q.lock_message, {"message_pk": message_pk})
         self._run(s, q.mark_delivered, {"message_pk": message_pk})
 
-    def fail_job(self, job: Job, error: str, retry_at: dt.datetime | None, audit: AuditEvent) -> None:
+    def fail_job(self, job: Job, error: str, retry_at: dt.datetime | None, audit: AuditEvent,
+                 status: str = "4.0.0") -> None:
         """Record a failed attempt: queued again for `retry_at`, or failed for good (None).
         Does nothing when the job is no longer ours (the lease expired and another worker
         took it, maybe filed it): its outcome is that worker's to record."""
@@ -925,7 +962,14 @@ class SqlStore:
                 return
             if retry_at is None:
                 s.execute(update(m.Message).where(m.Message.id == job.message_pk).values(state="failed"))
-            self._audit(s, audit)
+            if retry_at is None and job.kind == "inbox":
+                from bridge.store.receipts import owe
+                owe(self, s, message_pk=job.message_pk, event="ContentConsignmentFailure",
+                    ref=self._audit_ref(s, audit), recipient=job.recipient,
+                    details={"status": status, "reason": audit.details.get("reason", ""),
+                             "owner": job.owner_address})
+            else:
+                self._audit(s, audit)
 
     def release_leases(self) -> int:
         """Make every claimed job claimable again (at start-up).  Safe with several nodes:
