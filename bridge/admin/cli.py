@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bridge.admin import accounts, certs, contact_points, tenants
+from bridge.admin import audit, trace
 from bridge.admin.context import Context
 from bridge.errors import BridgeError, ConfigError
 
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.register(sub, parents)
     contact_points.register(sub, parents)
     certs.register(sub, parents)
+    audit.register(sub, parents)
+    trace.register(sub, parents)
     return p
 
 
