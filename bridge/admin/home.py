@@ -7,6 +7,7 @@ Layout of a home:
   blobs/                 message blobs, content-addressed
   certs/ca.pem, ca.key   the development CA (key 0600); import ca.pem into mail clients
   certs/server.pem, .key the listeners' certificate chain and key
+  certs/tenants/<name>/  each tenant's CA and evidence certificate (crypto/evidence.py)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from bridge.admin.certs import ensure_tenant_evidence
 from bridge.clock import SystemClock
 from bridge.config import load_config
 from bridge.core.admin import Admin, check_domain
@@ -114,7 +116,13 @@ def _build_home(home: Path, demo: bool, port_base: int, directory_domain: str, h
     store = SqlStore(config.database_url, SystemClock())
     try:
         store.migrate()
-        return seed_demo(Admin(store, SystemClock(), "init"), progress) if demo else []
+        accounts = seed_demo(Admin(store, SystemClock(), "init"), progress) if demo else []
+        tenants = store.tenants()
+        if tenants:
+            progress("creating the tenants' evidence-signing certificates")
+        for tenant in tenants:
+            ensure_tenant_evidence(config, tenant)
+        return accounts
     finally:
         store.close()
 

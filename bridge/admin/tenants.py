@@ -1,7 +1,8 @@
 """`dp2bridge tenant add|list|show`: authorities, companies and the citizens' tenant.
 
 Parses arguments and prints; validation and the audit event are in
-core.admin.Admin.add_tenant.
+core.admin.Admin.add_tenant.  A new tenant also gets its CA and evidence
+certificate (admin.certs.ensure_tenant_evidence), which sign its receipts.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bridge.admin.certs import ensure_tenant_evidence
 from bridge.admin.context import Context, emit, record, table
 from bridge.core.identities import TENANT_KINDS
 
@@ -28,7 +30,9 @@ def cmd_add(ctx: Context) -> int:
     a = ctx.args
     ctx.admin().add_tenant(a.name, a.display_name or a.name, a.kind, a.cvr, a.domain,
                            a.may_address_cpr)
-    emit(a, ctx.store.tenant(a.name), f"tenant {a.name} added")
+    tenant = ctx.store.tenant(a.name)
+    pki = ensure_tenant_evidence(ctx.config, tenant)
+    emit(a, {**tenant, "evidence_certificate": str(pki.cert_path)}, f"tenant {a.name} added")
     return 0
 
 
