@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from bridge.clock import SystemClock
+from bridge.core.admin import Admin
 from bridge.imapserver import idle
 from bridge.store.mailboxes import MailboxRepository
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
@@ -219,3 +221,30 @@ def test_idle_connections_do_not_hold_threads(sqlite_bridge: RunningBridge) -> N
     finally:
         for t in idlers + [other]:
             t.close()
+
+
+def test_idle_on_a_shared_mailbox_ends_when_the_grant_is_revoked(bridge: RunningBridge) -> None:
+    """After `contact-point revoke` (another process: no event tells the server), a caseworker
+    idling on Shared/jobcenter/INBOX hears nothing more about it, not even of new letters,
+    and is told BYE [NOPERM] within a few seconds, without having to send DONE."""
+    admin = Admin(bridge.store, SystemClock(), "tests")
+    t = Transcript(bridge, CASEWORKER)
+    try:
+        t.transact("OK", 'SELECT "Shared/jobcenter/INBOX"')
+        start_idle(t)
+        t.sock.settimeout(10)
+        with login(bridge, ANNA) as c:
+            c.sendmail(ANNA, [JOBCENTER], message(ANNA, JOBCENTER, "Foer"))
+        assert t.readline() == b"* 1 EXISTS"
+        admin.revoke(JOBCENTER, CASEWORKER)
+        revoked = time.monotonic()
+        with login(bridge, ANNA) as c:
+            c.sendmail(ANNA, [JOBCENTER], message(ANNA, JOBCENTER, "Efter"))
+        wait_for(lambda: len(bridge.store.mailbox_entries(JOBCENTER)) == 2, timeout=10)
+        line = t.readline()
+        assert REF.sub(b"", line) == b"* " + idle.REVOKED
+        assert time.monotonic() - revoked < idle.ACCESS_SECONDS + 2.0
+        with pytest.raises(ConnectionError):       # closed, and nothing else was sent
+            t.readline()
+    finally:
+        t.close()
