@@ -12,6 +12,7 @@ from typing import Any
 
 from bridge.admin.certs import ensure_tenant_evidence
 from bridge.admin.context import Context, emit, record, table
+from bridge.core.admin import check_domain
 from bridge.core.identities import TENANT_KINDS
 
 ADD_HELP = """\
@@ -31,7 +32,9 @@ def cmd_add(ctx: Context) -> int:
     ctx.admin().add_tenant(a.name, a.display_name or a.name, a.kind, a.cvr, a.domain,
                            a.may_address_cpr)
     tenant = ctx.store.tenant(a.name)
-    pki = ensure_tenant_evidence(ctx.config, tenant)
+    # The first --domain given names the receipts address (the store keeps domains sorted).
+    given = list(dict.fromkeys(check_domain(d) for d in a.domain))
+    pki = ensure_tenant_evidence(ctx.config, {**tenant, "domains": given})
     emit(a, {**tenant, "evidence_certificate": str(pki.cert_path)}, f"tenant {a.name} added")
     return 0
 
