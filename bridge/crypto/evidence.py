@@ -30,6 +30,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Union
 
 from asn1crypto import cms
 from cryptography import x509
@@ -57,6 +58,7 @@ from bridge.errors import BridgeError
 EVIDENCE_VALIDITY = datetime.timedelta(days=825)
 RSA_BITS = 3072
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # as core.admin: also a safe directory name
+PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
 _DIGESTS = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
 
@@ -158,15 +160,28 @@ def ensure_tenant_pki(certs_dir: Path, tenant: str, display_name: str, email: st
     none exists (the loser of a race uses the winner's key), and a certificate
     is issued only for a key on disk.  `now` fixes the start of validity
     (tests; default: the system clock).  Existing files are never replaced.
-    # todo: renewal of an expiring evidence certificate.
+
+    :raises ValueError: when `tenant` is not a valid tenant name, or ca.key is
+        not the key of ca.pem.
+    :raises FileNotFoundError: when a certificate exists without its key
+        (ca.pem without ca.key, evidence.pem without evidence.key): a new key
+        would not match it, and certificates are not replaced.
     """
+    # todo: renew an evidence certificate that is about to expire (825 days).
     directory = tenant_dir(certs_dir, tenant)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     pki = _paths(certs_dir, tenant)
-    ca_key = _ensure_key(directory / "ca.key", lambda: ec.generate_private_key(ec.SECP256R1()))
+    if all(p.exists() for p in (pki.ca_path, pki.cert_path, pki.key_path)):
+        return pki                              # the usual case: nothing to load
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ca_key_path = directory / "ca.key"
+    _refuse_orphan(pki.ca_path, ca_key_path)
+    _refuse_orphan(pki.cert_path, pki.key_path)
+    ca_key = _ensure_key(ca_key_path, lambda: ec.generate_private_key(ec.SECP256R1()))
     if not pki.ca_path.exists():
         _write_new(pki.ca_path, _ca_cert(ca_key, f"{display_name} dp2bridge CA", now))
     ca = x509.load_pem_x509_certificate(pki.ca_path.read_bytes())
+    if ca.public_key() != ca_key.public_key():
+        raise ValueError(f"{ca_key_path} is not the private key of {pki.ca_path}")
     key = _ensure_key(pki.key_path, lambda: rsa.generate_private_key(65537, RSA_BITS))
     if not pki.cert_path.exists():
         cn = f"{display_name} evidence (dp2bridge)"
@@ -174,12 +189,19 @@ def ensure_tenant_pki(certs_dir: Path, tenant: str, display_name: str, email: st
     return pki
 
 
+def _refuse_orphan(cert_path: Path, key_path: Path) -> None:
+    if cert_path.exists() and not key_path.exists():
+        raise FileNotFoundError(
+            f"{key_path} is missing but {cert_path} exists: restore the key from a backup, or "
+            f"move {cert_path.name} away to have a new key and certificate made")
+
+
 def _paths(certs_dir: Path, tenant: str) -> TenantPKI:
     d = tenant_dir(certs_dir, tenant)
     return TenantPKI(tenant, d / "ca.pem", d / "evidence.pem", d / "evidence.key")
 
 
-def _ensure_key(path: Path, generate):
+def _ensure_key(path: Path, generate: Callable[[], PrivateKey]) -> PrivateKey:
     """The private key in `path`, generated and written first if there is none."""
     if not path.exists():
         try:
@@ -212,7 +234,8 @@ def _ca_cert(key: ec.EllipticCurvePrivateKey, common_name: str,
 
 
 def _evidence_cert(public_key: rsa.RSAPublicKey, common_name: str, email: str,
-                   ca: x509.Certificate, ca_key, now: datetime.datetime | None) -> x509.Certificate:
+                   ca: x509.Certificate, ca_key: PrivateKey,
+                   now: datetime.datetime | None) -> x509.Certificate:
     start = _start_of_validity(now)
     end = min(start + EVIDENCE_VALIDITY, ca.not_valid_after_utc)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])

@@ -101,6 +101,17 @@ def test_ensure_is_idempotent_and_never_replaces_a_key(certs_dir: Path, pki: Ten
         pki.cert_path.write_bytes(cert_pem)
 
 
+@pytest.mark.parametrize("lost", [["evidence.key"], ["ca.key", "evidence.pem"]])
+def test_a_certificate_whose_key_was_lost_is_not_reissued_silently(
+        tmp_path: Path, pki: TenantPKI, lost: list[str]) -> None:
+    shutil.copytree(pki.key_path.parent, tmp_path / "tenants" / "kommune")
+    for name in lost:
+        (tmp_path / "tenants" / "kommune" / name).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{lost[0]} is missing but .* exists"):
+        ensure_tenant_pki(tmp_path, "kommune", "Demo Kommune", EMAIL)
+    assert not any((tmp_path / "tenants" / "kommune" / name).exists() for name in lost)
+
+
 def test_racing_processes_end_with_one_consistent_pki(tmp_path: Path) -> None:
     results: list[TenantPKI] = []
     threads = [threading.Thread(target=lambda: results.append(
