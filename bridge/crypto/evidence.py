@@ -410,7 +410,11 @@ def _check_signature(info: cms.SignerInfo, cert: x509.Certificate,
 
 
 def _issuing_ca(cert: x509.Certificate, trust_pems: list[bytes]) -> x509.Certificate:
-    cas = [ca for pem in trust_pems for ca in x509.load_pem_x509_certificates(pem)]
+    try:
+        cas = [ca for pem in trust_pems for ca in x509.load_pem_x509_certificates(pem)]
+    except ValueError:
+        raise SignatureInvalid("a trusted CA file holds no readable PEM certificate",
+                               "en betroet CA-fil indeholder intet læsbart PEM-certifikat") from None
     for ca in cas:
         if ca.subject != cert.issuer:
             continue

@@ -171,6 +171,7 @@ def test_another_ca_is_not_trusted(tmp_path: Path, signature: bytes) -> None:
     assert "signed by a certificate not issued by CN=Demo Kommune dp2bridge CA" in reason(
         PART, signature, [other_ca.read_bytes()])
     assert "(no CA given)" in reason(PART, signature, [])
+    assert "holds no readable PEM certificate" in reason(PART, signature, [b"not a pem"])
 
 
 def test_an_expired_certificate_is_refused(tmp_path: Path) -> None:
