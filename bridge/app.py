@@ -69,6 +69,8 @@ class App:
         self.servers: list[asyncio.AbstractServer] = []
         self.stopping = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
+        self._receipt_task: asyncio.Task[None] | None = None
+        self._signers: dict[str, tuple[Any, str]] = {}
 
     async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking call for a client session in a thread, with the session's context."""
@@ -86,12 +88,24 @@ class App:
             directory_domain=c.bridge.directory_domain, limits=mime_limits(c),
             poll_interval=c.delivery.poll_interval, max_attempts=c.delivery.max_attempts,
             retry_delay=c.delivery.retry_delay, run_blocking=self.run_delivery)
-        self.service = build_service(c, self.store, self.blobs, self.clock,
-                                     on_accepted=lambda: loop.call_soon_threadsafe(self.worker.wake))
+        from bridge.core.receipts import ReceiptWorker
+        from bridge.store.receipts import ReceiptRepository
+        receipts = ReceiptRepository(self.store)
+        self.receipts = ReceiptWorker(
+            receipts, self.blobs, self.clock, self.events, signer=self.signer, hostname=c.bridge.hostname,
+            limits=mime_limits(c), poll_interval=c.delivery.poll_interval, run_blocking=self.run_delivery)
+        self.worker.on_filed = lambda: loop.call_soon_threadsafe(self.receipts.wake)
+
+        def accepted() -> None:
+            loop.call_soon_threadsafe(self.worker.wake)
+            loop.call_soon_threadsafe(self.receipts.wake)
+        self.service = build_service(c, self.store, self.blobs, self.clock, on_accepted=accepted)
         await self.run_blocking(self.store.check_schema)
+        await self.run_blocking(self.ensure_evidence_keys)
         released = await self.run_blocking(self.store.release_leases)
+        released += await self.run_blocking(receipts.release_leases)
         if released:
-            log.info("%d delivery jobs interrupted earlier are queued again", released)
+            log.info("%d delivery jobs and receipts interrupted earlier are queued again", released)
         handler = SubmissionHandler(self.service, self.run_blocking, c.smtp.max_recipients,
                                     c.auth.max_failures_per_connection)
         listeners = c.smtp_listeners()
@@ -101,6 +115,23 @@ class App:
             [(x.host, x.port) for x in listeners["implicit"]], c.smtp.max_message_size, c.smtp.timeout)
         self.servers += await self._start_imap(c)
         self._worker_task = asyncio.create_task(self.worker.run(self.stopping))
+        self._receipt_task = asyncio.create_task(self.receipts.run(self.stopping))
+
+    def ensure_evidence_keys(self) -> None:
+        """Every tenant gets its CA and evidence certificate (homes made before receipts)."""
+        for t in self.store.tenants():
+            self.signer(t["name"], t)
+
+    def signer(self, tenant: str, record: dict | None = None) -> tuple[Any, str]:
+        """(the tenant's PKI, which signs its receipts; the From address of its receipts)."""
+        found = self._signers.get(tenant)
+        if found is None:
+            from bridge.crypto.evidence import ensure_tenant_pki, receipts_address
+            t = record or self.store.tenant(tenant)
+            address = receipts_address(t["domains"], self.config.bridge.hostname)
+            pki = ensure_tenant_pki(self.config.resolve("certs"), t["name"], t["display_name"], address)
+            found = self._signers[tenant] = (pki, address)
+        return found
 
     async def _start_imap(self, c: Config) -> list[asyncio.AbstractServer]:
         from bridge.imapserver.server import start_listeners as start_imap
@@ -138,6 +169,8 @@ class App:
             await server.wait_closed()
         if self._worker_task:
             await self._worker_task
+        if self._receipt_task:
+            await self._receipt_task
         self.executor.shutdown(wait=True)
         self.delivery_executor.shutdown(wait=True)
         self.store.close()

@@ -99,6 +99,14 @@ class UnknownRecipient(PolicyError):
     enhanced = "5.1.1"
 
 
+class RecipientDisabled(PolicyError):
+    """The recipient's account is disabled (`dp2bridge account disable`): RCPT is refused,
+    and a message accepted before is not filed (a ContentConsignmentFailure receipt)."""
+
+    public = "the recipient's mailbox is disabled"
+    enhanced = "5.2.1"
+
+
 class ForeignDomain(PolicyError):
     public = "this bridge delivers Digital Post only; the recipient domain is not served here"
     enhanced = "5.1.2"

@@ -73,6 +73,16 @@ def cmd_passwd(ctx: Context) -> int:
     return 0
 
 
+def cmd_disable(ctx: Context) -> int:
+    a = ctx.args
+    disabled = a.verb == "disable"
+    ctx.admin().set_disabled(a.login, disabled)
+    login = a.login.strip().lower()
+    emit(a, {"login": login, "disabled": disabled},
+         f"{login} {'disabled: it can no longer log in or receive mail' if disabled else 'enabled'}")
+    return 0
+
+
 def cmd_app_add(ctx: Context) -> int:
     a = ctx.args
     secret = ctx.admin().add_app_password(a.login, a.name)
@@ -120,6 +130,11 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     pw.add_argument("login")
     pw.add_argument("--password-stdin", action="store_true", help=STDIN_HELP)
     pw.set_defaults(func=cmd_passwd)
+    for verb, text in (("disable", "stop an account from logging in and receiving mail (its mail stays)"),
+                       ("enable", "let a disabled account log in and receive mail again")):
+        x = verbs.add_parser(verb, parents=[parents["store"]], help=text, description=text)
+        x.add_argument("login")
+        x.set_defaults(func=cmd_disable)
     _app_passwords(verbs, parents)
 
 

@@ -93,6 +93,13 @@ class Admin:
         self.store.set_password(login, hash_password(password),
                                 self._event(self._tenant_of(login), "account.password", login))
 
+    def set_disabled(self, login: str, disabled: bool) -> None:
+        """A disabled account cannot log in or receive; its mail stays.  Messages accepted for
+        it but not yet filed fail (the sender gets a ContentConsignmentFailure receipt)."""
+        login = login.strip().lower()
+        self.store.set_disabled(login, disabled, self._event(
+            self._tenant_of(login), "account.disabled" if disabled else "account.enabled", login))
+
     def add_app_password(self, login: str, name: str) -> str:
         if not _NAME_RE.match(name.lower()):
             raise AdminError("an app password name is a short label like 'thunderbird' or 'phone'")

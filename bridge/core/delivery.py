@@ -21,6 +21,7 @@ from bridge.core.events import MessageEvents
 from bridge.core.messages import Filed, Job
 from bridge.core.mimeinfo import MimeLimits, analyze
 from bridge.core.render import auth_results_field, received_field, render_copy
+from bridge.errors import RecipientDisabled
 
 log = logging.getLogger("bridge.delivery")
 
@@ -40,6 +41,7 @@ class DeliveryWorker:
         self.run_blocking = run_blocking
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self.on_filed: Callable[[], None] = lambda: None    # receipts may be owed now
 
     def wake(self) -> None:
         """Called (from any thread via the loop) when a message was accepted."""
@@ -109,6 +111,7 @@ class DeliveryWorker:
             out[i] = result
             if result is not None:
                 self.events.publish(result)
+        self.on_filed()
         return out
 
     def _file_alone(self, job: Job, sha: str, info: Any, event: AuditEvent) -> Filed | None:
@@ -120,6 +123,8 @@ class DeliveryWorker:
             return None
 
     def _prepare(self, job: Job) -> tuple[str, Any]:
+        if job.owner_disabled and job.kind == "inbox":
+            raise RecipientDisabled(job.owner_address)
         if job.kind == "sent":           # the accepted blob: its content row was made at acceptance
             return job.sha256, None
         raw = self.blobs.get(job.sha256)
@@ -149,13 +154,19 @@ class DeliveryWorker:
                                                       "recipient_chain": job.owner_chain, **details})
 
     def _failed(self, job: Job, exc: Exception) -> None:
-        final = job.attempts >= self.max_attempts
+        permanent = isinstance(exc, RecipientDisabled)
+        final = permanent or job.attempts >= self.max_attempts
         retry_at = None if final else self.clock.now() + dt.timedelta(
             seconds=self.retry_delay * job.attempts)
+        if permanent:
+            status, reason = exc.enhanced, exc.public
+        else:
+            status, reason = "5.3.0", f"the message could not be filed after {job.attempts} attempts"
         event = self._event(job, "delivery.failed" if final else "delivery.deferred", "fail",
-                            attempts=job.attempts, error=type(exc).__name__)
+                            attempts=job.attempts, error=type(exc).__name__,
+                            **({"status": status, "reason": reason} if final else {}))
         try:
-            self.store.fail_job(job, f"{type(exc).__name__}: {exc}", retry_at, event)
+            self.store.fail_job(job, f"{type(exc).__name__}: {exc}", retry_at, event, status)
         except Exception:
             log.exception("could not record failure of job %s; its lease will expire", job.id)
 

@@ -50,6 +50,7 @@ class Job:
     owner_address: str               # the address the owner sees as its own
     owner_chain: str                 # tenant name of the recipient (audit chain)
     owner_tenant_kind: str
+    owner_disabled: bool = False     # the recipient's account was disabled after acceptance
 
 
 @dataclass(frozen=True)

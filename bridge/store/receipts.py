@@ -327,3 +327,93 @@ class ConsentRepository:
             raise NotFound(f"no sender {text!r}: give a tenant name, a CVR number or an address "
                            f"(see `dp2bridge tenant list`)")
         return row[0], row[1]
+
+
+# --- what IMAP actions mean for receipts (called inside their transactions) ----------
+
+HANDLING_KEYWORD = "$Handling"
+
+
+def after_flags(store: Any, s: Session, box: Any, added: list[tuple[int, set[str]]],
+                actor_account_id: int | None, protocol: str = "imap") -> None:
+    """Flags were added to entries of `box` ((message pk, flags added) pairs) by the account
+    `actor_account_id`: a citizen's \\Seen is a read (evidence only with consent), staff's
+    $Handling on a contact point's message is handling started."""
+    for message_pk, flags in added:
+        if "\\Seen" in flags and box.account_id is not None:
+            _read(store, s, box.account_id, message_pk, protocol, read_mode="consent")
+        if HANDLING_KEYWORD in flags and box.contact_point_id is not None:
+            handling(store, s, box.contact_point_id, message_pk, actor_account_id, "keyword", protocol)
+
+
+def _read(store: Any, s: Session, reader_id: int, message_pk: int, protocol: str, read_mode: str) -> bool:
+    """A citizen read a message: the `read` event goes to the sender's chain with a receipt
+    when the citizen consents to this sender, else to the citizen's own chain only.
+    True when read evidence is owed."""
+    row = s.execute(select(m.Account.login, m.Account.party_id, m.Party.kind, m.Tenant.name).join(
+        m.Party, m.Party.id == m.Account.party_id).join(m.Tenant, m.Tenant.id == m.Account.tenant_id)
+        .where(m.Account.id == reader_id)).first()
+    msg = s.execute(select(m.Message.uuid, m.Message.sender_account_id, m.Message.sender_party_id,
+                           m.Tenant.name).join(m.Tenant, m.Tenant.id == m.Message.tenant_id)
+                    .where(m.Message.id == message_pk)).first()
+    if row is None or msg is None or row[2] != "cpr" or msg[1] is None or msg[1] == reader_id:
+        return False
+    login, party_id, _, reader_chain = row
+    message_uuid, sender_id, sender_party, sender_chain = msg
+    agreed = read_mode == "mdn" or consented(s, party_id, sender_party)
+    event = AuditEvent(time=store.clock.now(), chain=sender_chain if agreed else reader_chain, kind="read",
+                       result="ok", actor=login, subject=login, message_uuid=message_uuid, protocol=protocol,
+                       details={"consent": read_mode if agreed else "none"})
+    if not agreed:
+        store._audit(s, event)
+        return False
+    owe(store, s, message_pk=message_pk, event="ContentAccessTracking", ref=store._audit_ref(s, event),
+        recipient=login, owner_account_id=sender_id, details={"read_mode": read_mode, "owner": login})
+    return True
+
+
+def read_by_mdn(store: Any, reader_id: int, original_message_id: str) -> str | None:
+    """The reader's own client sent an MDN (RFC 8098, "displayed") for the message with this
+    Message-ID that it received: signed read evidence for its sender.  Returns the message
+    UUID, or None when the reader received no such message."""
+    def unit(s: Session) -> str | None:
+        s.flush()
+        found = s.execute(select(m.Message.id, m.Message.uuid).join(
+            m.MailboxEntry, m.MailboxEntry.message_id == m.Message.id).join(
+            m.Mailbox, m.Mailbox.id == m.MailboxEntry.mailbox_id).where(
+            m.Mailbox.account_id == reader_id, m.Message.message_id == original_message_id,
+            m.Message.sender_account_id != reader_id).limit(1)).first()
+        if found is None:
+            return None
+        _read(store, s, reader_id, found[0], "smtp", read_mode="mdn")
+        return found[1]
+    return store._shared(unit)
+
+
+def handling(store: Any, s: Session, contact_point_id: int, message_pk: int, actor_account_id: int | None,
+             how: str, protocol: str = "imap") -> bool:
+    """Staff took a message from a contact point's mailbox (moved it, or set $Handling): the
+    sender, when outside the contact point's tenant, gets one HandlingStarted receipt naming
+    the contact point, and the caseworker where the tenant's policy
+    `handling_names_caseworker` says so."""
+    if s.execute(select(m.Receipt.id).where(m.Receipt.message_id == message_pk,
+                                            m.Receipt.event == "HandlingStarted")).first():
+        return False
+    cp = s.execute(select(m.ContactPoint.address, m.ContactPoint.name, m.Tenant.id, m.Tenant.name,
+                          m.Tenant.policy).join(m.Tenant, m.Tenant.id == m.ContactPoint.tenant_id)
+                   .where(m.ContactPoint.id == contact_point_id)).first()
+    msg = s.execute(select(m.Message.uuid, m.Message.sender_account_id, m.Account.tenant_id).join(
+        m.Account, m.Account.id == m.Message.sender_account_id).where(m.Message.id == message_pk)).first()
+    if cp is None or msg is None or msg[2] == cp[2]:
+        return False
+    address, name, _, chain, policy = cp
+    actor = s.execute(select(m.Account.login, m.Account.display_name).where(
+        m.Account.id == actor_account_id)).first() if actor_account_id else None
+    person = actor[1] or actor[0] if actor and (policy or {}).get("handling_names_caseworker") else None
+    event = AuditEvent(time=store.clock.now(), chain=chain, kind="handling", result="ok",
+                       actor=actor[0] if actor else None, subject=address, message_uuid=msg[0],
+                       protocol=protocol, details={"how": how, "contact_point": address})
+    owe(store, s, message_pk=message_pk, event="HandlingStarted", ref=store._audit_ref(s, event),
+        owner_account_id=msg[1], details={"contact_point": address, "handler": name,
+                                          **({"handler_person": person} if person else {})})
+    return True

@@ -92,6 +92,7 @@ def _job_view_query() -> Any:
         _MSG.c.id, _MSG.c.uuid, _MSG.c.sha256, _MSG.c.from_address, st.c.name, st.c.kind,
         sender.c.login, _PARTY.c.kind, _PARTY.c.identifier,
         owner_a.c.id, owner_a.c.login, owner_cp.c.id, owner_cp.c.address, ot.c.name, ot.c.kind,
+        owner_a.c.disabled,
     ).select_from(
         _JOB.join(_MSG, _MSG.c.id == _JOB.c.message_id).join(st, st.c.id == _MSG.c.tenant_id)
         .outerjoin(sender, sender.c.id == _MSG.c.sender_account_id)
@@ -585,6 +586,11 @@ class SqlStore:
             self._get_account(s, login).password_hash = password_hash
             self._audit(s, audit)
 
+    def set_disabled(self, login: str, disabled: bool, audit: AuditEvent) -> None:
+        with self.tx() as s:
+            self._get_account(s, login).disabled = disabled
+            self._audit(s, audit)
+
     def add_app_password(self, login: str, name: str, password_hash: str, audit: AuditEvent) -> None:
         with self.tx() as s:
             a = self._get_account(s, login)
@@ -1026,7 +1032,7 @@ def _job_row(message_pk: int, kind: str, recipient: str, account_id: int | None,
 def _job_view(row: Any) -> Job:
     (job_id, kind, recipient, token, attempts, account_id, message_pk, message_uuid, sha256, from_address,
      tenant_name, tenant_kind, sender_login, party_kind, party_ident,
-     acct_id, acct_login, cp_id, cp_address, owner_chain, owner_tenant_kind) = row
+     acct_id, acct_login, cp_id, cp_address, owner_chain, owner_tenant_kind, owner_disabled) = row
     if account_id:
         owner_kind, owner_id, owner_address = "account", acct_id, acct_login
     else:
@@ -1036,7 +1042,8 @@ def _job_view(row: Any) -> Job:
                from_address=from_address, sender_login=sender_login,
                sender_party=f"{party_kind}:{party_ident}" if party_kind is not None else None,
                sender_tenant_kind=tenant_kind, owner_kind=owner_kind, owner_id=owner_id,
-               owner_address=owner_address, owner_chain=owner_chain, owner_tenant_kind=owner_tenant_kind)
+               owner_address=owner_address, owner_chain=owner_chain, owner_tenant_kind=owner_tenant_kind,
+               owner_disabled=bool(owner_disabled))
 
 
 def _row(obj: Any) -> dict:

@@ -1,0 +1,129 @@
+"""The receipt worker: owed receipts become signed messages in their owners' Receipts mailbox.
+
+A receipt is owed in the transaction of the event it attests (store/receipts.py).
+This worker leases owed receipts, builds each one's evidence (evidence.xml)
+from the stored message and the event's audit link, has the tenant whose chain
+holds the event sign it (S/MIME detached, its evidence key), stores the bytes
+as a blob, and files it in ONE transaction with the `receipt.issued` audit
+event.  A crash before that commit leaves the receipt to be issued again when
+its lease runs out; the unique key of a receipt row means it is issued once.
+
+Identities in evidence are masked to what the receipt's owner may see: a CVR
+always, a CPR number in full only for an authority, else its birth date part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any, Awaitable, Callable
+
+from bridge.clock import Clock
+from bridge.core.audit import AuditEvent
+from bridge.core.events import MessageEvents
+from bridge.core.mimeinfo import MimeLimits, analyze
+from bridge.receipts.compose import build_receipt
+from bridge.receipts.evidence import Evidence, PartyRef
+
+log = logging.getLogger("bridge.receipts")
+
+BATCH = 32
+LEASE_SECONDS = 120.0
+MAX_ATTEMPTS = 5
+RETRY_SECONDS = 30.0
+PER_RECIPIENT = {"ContentConsignment", "ContentConsignmentFailure", "SubmissionRejection",
+                 "ContentAccessTracking"}
+
+
+def visible_party(party: str | None, reader_tenant_kind: str) -> str | None:
+    """A party id as a receipt's reader may see it."""
+    if not party or party.startswith("cvr:") or reader_tenant_kind == "authority":
+        return party
+    digits = party.removeprefix("cpr:")
+    return f"cpr:{digits[:6]}-xxxx" if len(digits) == 10 else None
+
+
+class ReceiptWorker:
+    def __init__(self, repo: Any, blobs: Any, clock: Clock, events: MessageEvents, *,
+                 signer: Callable[[str], tuple[Any, str]], hostname: str, limits: MimeLimits,
+                 poll_interval: float, run_blocking: Callable[..., Awaitable[Any]]) -> None:
+        """`signer(tenant)` gives (an object with `.sign(bytes) -> DER`, the From address of
+        the tenant's receipts, which its evidence certificate names)."""
+        self.repo, self.blobs, self.clock, self.events = repo, blobs, clock, events
+        self.signer, self.hostname, self.limits = signer, hostname, limits
+        self.poll_interval, self.run_blocking = poll_interval, run_blocking
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                issued = await self.run_blocking(self.issue_due, stopping.is_set)
+            except Exception:
+                log.exception("receipt pass failed; retrying")
+                issued = 0
+            if not issued:
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
+                await asyncio.wait(waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+
+    def issue_due(self, stopping: Callable[[], bool] = lambda: False) -> int:
+        """Issue the receipts that are due (blocking); returns how many were leased."""
+        owed = self.repo.claim(BATCH, LEASE_SECONDS)
+        for o in owed:
+            if stopping():
+                break                   # the rest keeps its lease, issued after the restart
+            self.issue(o)
+        return len(owed)
+
+    def issue(self, o: Any) -> None:
+        try:
+            pki, from_address = self.signer(o.audit_chain)
+            ev = self.evidence(o)
+            raw = build_receipt(ev, from_address=from_address, from_name=f"{o.issuer_name} - kvittering",
+                                to_address=o.owner_login, hostname=self.hostname, sign=pki.sign)
+            info = analyze(raw, self.limits)
+            sha = self.blobs.put(raw)
+            filed = self.repo.file(o, sha, info, message_id=info.message_id or f"<{o.evidence_id}@{self.hostname}>",
+                                   from_address=from_address, subject=info.subject or o.event,
+                                   audit=AuditEvent(
+                                       time=self.clock.now(), chain=o.audit_chain, kind="receipt.issued",
+                                       result="ok", actor="receipts", subject=o.owner_login,
+                                       message_uuid=o.message_uuid, protocol="worker",
+                                       details={"event": o.event, "evidence_id": o.evidence_id,
+                                                "recipient": o.recipient, "audit_seq": o.audit_seq}))
+        except Exception as exc:
+            log.exception("receipt %s (%s of message %s) could not be issued", o.evidence_id, o.event,
+                          o.message_uuid)
+            final = o.attempts >= MAX_ATTEMPTS
+            retry = None if final else self.clock.now() + dt.timedelta(seconds=RETRY_SECONDS * o.attempts)
+            try:
+                self.repo.fail(o, f"{type(exc).__name__}: {exc}", retry)
+            except Exception:
+                log.exception("could not record the failure of receipt %s; its lease will expire", o.id)
+            return
+        if filed is not None:
+            self.events.publish(filed)
+
+    def evidence(self, o: Any) -> Evidence:
+        d = o.details
+        kind = o.owner_tenant_kind
+        sender = PartyRef(o.from_address, o.sender_name, visible_party(o.sender_party, kind))
+        recipient = None
+        if o.event in PER_RECIPIENT:
+            party, name = self.repo.party_of(d.get("owner") or o.recipient)
+            recipient = PartyRef(o.recipient, name, visible_party(party, kind))
+        elif o.event == "HandlingStarted":
+            recipient = PartyRef(d.get("contact_point", ""), d.get("handler", ""), None)
+        return Evidence(
+            evidence_id=o.evidence_id, event=o.event, time=o.time, issuer=o.audit_chain,
+            issuer_name=o.issuer_name, sender=sender, recipient=recipient, message_uuid=o.message_uuid,
+            message_id=o.message_id or "", sha256=o.sha256, delivered_sha256=d.get("delivered_sha256"),
+            audit_chain=o.audit_chain, audit_seq=o.audit_seq, audit_hash=o.audit_hash,
+            status=d.get("status"), reason=d.get("reason") or None, handler=d.get("handler"),
+            handler_person=d.get("handler_person"), read_mode=d.get("read_mode"), subject=o.subject)

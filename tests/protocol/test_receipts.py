@@ -1,0 +1,130 @@
+"""Receipts end to end (issue 4): a real bridge, real SMTP+TLS, the real openssl binary.
+
+Runs on SQLite and PostgreSQL (the `db` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
+from tests.helpers.smtp import login, message, wait_for
+from tests.protocol.test_submission import send
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="the openssl binary is needed (Debian package openssl)")
+
+
+def receipts(bridge: RunningBridge, owner: str, count: int) -> list[tuple[str, bytes]]:
+    """(X-DP2-Receipt, bytes) of the receipts in `owner`'s Receipts mailbox, once `count` are there."""
+    entries = wait_for(lambda: (lambda e: e if len(e) >= count else None)(
+        bridge.store.mailbox_entries(owner, "Receipts")), timeout=10)
+    out = []
+    for e in entries:
+        raw = bridge.app.blobs.get(e["sha256"])
+        out.append((email.message_from_bytes(raw, policy=email.policy.default)["X-DP2-Receipt"], raw))
+    return out
+
+
+def tenant_ca(bridge: RunningBridge, tenant: str) -> Path:
+    return bridge.app.config.resolve("certs") / "tenants" / tenant / "ca.pem"
+
+
+def openssl_verify(raw: bytes, ca: Path, tmp: Path) -> subprocess.CompletedProcess:
+    path = tmp / "receipt.eml"
+    path.write_bytes(raw)
+    return subprocess.run(["openssl", "smime", "-verify", "-CAfile", str(ca), "-in", str(path),
+                           "-out", str(tmp / "content.out")], capture_output=True)
+
+
+def flip_inside_signed_part(raw: bytes) -> bytes:
+    """One byte changed in the human text of the signed part."""
+    at = raw.index(b"Kvittering", raw.index(b"\r\n\r\n") + 4)
+    return raw[:at] + b"k" + raw[at + 1:]
+
+
+@needs_openssl
+def test_letter_yields_one_acceptance_and_one_consignment_receipt(bridge: RunningBridge, tmp_path: Path) -> None:
+    with login(bridge, CASEWORKER) as c:
+        uuid = send(c, JOBCENTER, ANNA_CPR_ADDR, message(JOBCENTER, ANNA_CPR_ADDR, "Indkaldelse"))
+    got = receipts(bridge, CASEWORKER, 2)
+    assert sorted(kind for kind, _ in got) == ["ContentConsignment", "SubmissionAcceptance"]
+    ca = tenant_ca(bridge, "kommune")
+    for kind, raw in got:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert msg.get_content_type() == "multipart/signed"
+        assert msg["X-DP2-Ref-Message-ID"] and msg["To"] == CASEWORKER
+        assert f"{uuid}".encode() in raw
+        ok = openssl_verify(raw, ca, tmp_path)
+        assert ok.returncode == 0, ok.stderr
+        bad = openssl_verify(flip_inside_signed_part(raw), ca, tmp_path)
+        assert bad.returncode != 0
+        if kind == "ContentConsignment":
+            reports = [p for p in msg.walk() if p.get_content_type() == "multipart/report"]
+            assert len(reports) == 1 and b"Action: delivered" in raw
+            # The caseworker addressed Anna by CPR; an authority may see her CPR in its evidence.
+            assert ANNA_CPR_ADDR.encode() in raw
+    # The citizen gets no receipts for a letter she received, and nothing about her CPR.
+    assert bridge.store.mailbox_entries(ANNA, "Receipts") == []
+    # A receipt is never issued twice: nothing more arrives.
+    assert len(bridge.store.mailbox_entries(CASEWORKER, "Receipts")) == 2
+    kinds = [e["kind"] for e in bridge.store.audit_events(message_uuid=uuid)]
+    assert kinds.index("submitted") < kinds.index("submit.accepted") < kinds.index("delivered")
+    assert kinds.count("receipt.issued") == 2
+
+
+def test_partly_refused_recipients_get_a_submission_rejection_with_a_dsn(bridge: RunningBridge) -> None:
+    unknown = "9999999999@cpr.dp2.test"
+    with login(bridge, CASEWORKER) as c:
+        c.mail(JOBCENTER)
+        assert c.rcpt(ANNA_CPR_ADDR)[0] == 250
+        assert c.rcpt("nobody@kommune.dp2.test")[0] == 550
+        code, _ = c.data(message(JOBCENTER, ANNA_CPR_ADDR, "To two"))
+        assert code == 250
+    got = dict(receipts(bridge, CASEWORKER, 3))
+    assert set(got) == {"SubmissionAcceptance", "SubmissionRejection", "ContentConsignment"}
+    msg = email.message_from_bytes(got["SubmissionRejection"], policy=email.policy.default)
+    report = next(p for p in msg.walk() if p.get_content_type() == "multipart/report")
+    assert report.get_param("report-type") == "delivery-status"
+    status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+    text = status.as_bytes()
+    assert b"Action: failed" in text and b"Status: 5.1.1" in text and b"nobody@kommune.dp2.test" in text
+    assert unknown  # an unknown CPR address is refused the same way (tested in test_submission.py)
+
+
+def test_recipient_disabled_before_filing_gets_a_consignment_failure(bridge: RunningBridge) -> None:
+    from bridge.core.admin import Admin
+    stop_delivery_worker(bridge)
+    with login(bridge, CASEWORKER) as c:
+        send(c, JOBCENTER, ANNA_CPR_ADDR, message(JOBCENTER, ANNA_CPR_ADDR, "Too late"))
+    Admin(bridge.store, bridge.app.clock, "test").set_disabled(ANNA, True)
+    bridge.app.worker.deliver_many(bridge.store.claim_jobs(64, 120))     # the worker's own pass
+    got = dict(receipts(bridge, CASEWORKER, 2))
+    assert set(got) == {"SubmissionAcceptance", "ContentConsignmentFailure"}
+    msg = email.message_from_bytes(got["ContentConsignmentFailure"], policy=email.policy.default)
+    assert any(p.get_content_type() == "multipart/report" for p in msg.walk())
+    raw = got["ContentConsignmentFailure"]
+    assert b"Action: failed" in raw and b"Status: 5.2.1" in raw
+    assert bridge.store.mailbox_entries(ANNA) == []
+    assert bridge.store.message(bridge.store.mailbox_entries(CASEWORKER, "Sent")[0]["message_uuid"])[
+        "state"] == "failed"
+
+
+def stop_delivery_worker(bridge: RunningBridge) -> None:
+    """Stop the delivery loop (idle right after start), so a test runs its pass by hand."""
+    async def stop() -> None:
+        task = bridge.app._worker_task
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        bridge.app._worker_task = None
+    bridge.call(stop())
