@@ -17,7 +17,8 @@ Shape (RFC 1847 / RFC 8551 §3.5.3 detached signature)::
 The signed part is everything from its first header line up to (not including)
 the CRLF before the outer delimiter (RFC 2046 §5.1.1: that CRLF belongs to the
 delimiter), and is exactly what `sign` receives.  It is 7-bit with CRLF line
-ends throughout, so what is signed is already in canonical form.  A rejection
+ends throughout, so what is signed is already in canonical form.  RFC 6522
+(unlike RFC 3462) lets multipart/report sit inside another multipart, as here.  A rejection
 that names no recipient has no DSN part (RFC 3464 needs at least one recipient
 block); its text part says what happened.  Never any content of the message.
 Pure: the caller supplies `sign` (crypto/ holds the key).
@@ -56,6 +57,8 @@ def build_receipt(ev: Evidence, *, from_address: str, from_name: str, to_address
     message_id = message_id or f"<{ev.evidence_id}@{hostname}>"
     if not _MSG_ID.fullmatch(message_id):
         raise ValueError(f"message_id {message_id!r} is not a Message-ID in <>")
+    # Boundaries start with "=_", which base64 and quoted-printable never produce
+    # (RFC 2045 §6.7), and no delivery-status or MDN line starts with "--".
     tag = ev.evidence_id.replace("-", "")
     signed = mime.multipart("multipart/mixed", f"=_dp2m_{tag}",
                             [_main_part(ev, hostname, arrival or ev.time, tag), _evidence_part(ev)])
@@ -63,7 +66,7 @@ def build_receipt(ev: Evidence, *, from_address: str, from_name: str, to_address
                              "Content-Transfer-Encoding: base64",
                              "Content-Disposition: attachment; filename=\"smime.p7s\""],
                             mime.base64_body(sign(signed)))
-    headers = [*_top_headers(ev, from_address, from_name, to_address, message_id)]
+    headers = _top_headers(ev, from_address, from_name, to_address, message_id)
     body = mime.multipart('multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256',
                           f"=_dp2s_{tag}", [signed, signature], extra_headers=tuple(headers),
                           preamble=b"This is an S/MIME signed message." + mime.CRLF + mime.CRLF)

@@ -48,19 +48,21 @@ def _danish(ev: Evidence) -> list[str]:
     when = (f"{local.day}. {_MONTHS_DA[local.month - 1]} {local.year} kl. {local:%H:%M:%S} dansk tid"
             f" ({ev.time:%H:%M:%S} UTC)")
     lines = [f"Kvittering fra {ev.issuer_name}", "", *_what_da(ev), "",
-             f"Tidspunkt:   {when}",
-             f"Emne:        {ev.subject or '(intet emne)'}",
-             f"Message-ID:  {ev.message_id}",
-             f"Afsender:    {_who(ev.sender)}"]
+             f"Tidspunkt:  {when}",
+             f"Emne:       {ev.subject or '(intet emne)'}",
+             f"Message-ID: {ev.message_id}",
+             f"Afsender:   {_who(ev.sender)}"]
     if ev.recipient is not None:
-        lines.append(f"Modtager:    {_who(ev.recipient)}")
+        lines.append(f"Modtager:   {_who(ev.recipient)}")
     if ev.status:
-        lines.append(f"Status:      {ev.status}")
-    lines += [f"SHA-256:     {ev.sha256}", "",
-              f"Kvitteringen er signeret digitalt (S/MIME) af {ev.issuer_name}. Dit mailprogram",
-              "kan vise signaturen, og enhver kan kontrollere den med et S/MIME-program eller",
-              "med kommandoen: dp2bridge verify kvittering.eml",
-              "Beviset er vedhæftet som evidence.xml. Meddelelsens indhold er ikke med."]
+        lines.append(f"Status:     {ev.status}")
+    lines += [f"SHA-256:    {ev.sha256}", "",
+              "Sådan kontrollerer du kvitteringen:",
+              f"Den er signeret digitalt (S/MIME) af {ev.issuer_name}.",
+              "Dit mailprogram kan vise signaturen. Enhver kan også kontrollere den",
+              "med et S/MIME-program eller med: dp2bridge verify kvittering.eml",
+              "Beviset er vedhæftet som evidence.xml.",
+              "Indholdet af din meddelelse er ikke med i kvitteringen."]
     return lines
 
 
@@ -69,19 +71,21 @@ def _english(ev: Evidence) -> list[str]:
     when = (f"{ev.time.day} {_MONTHS_EN[ev.time.month - 1]} {ev.time.year}, {ev.time:%H:%M:%S} UTC"
             f" ({local:%H:%M:%S} Danish time)")
     lines = [f"Receipt from {ev.issuer_name}", "", *_what_en(ev), "",
-             f"Time:        {when}",
-             f"Subject:     {ev.subject or '(no subject)'}",
-             f"Message-ID:  {ev.message_id}",
-             f"Sender:      {_who(ev.sender)}"]
+             f"Time:       {when}",
+             f"Subject:    {ev.subject or '(no subject)'}",
+             f"Message-ID: {ev.message_id}",
+             f"Sender:     {_who(ev.sender)}"]
     if ev.recipient is not None:
-        lines.append(f"Recipient:   {_who(ev.recipient)}")
+        lines.append(f"Recipient:  {_who(ev.recipient)}")
     if ev.status:
-        lines.append(f"Status:      {ev.status}")
-    lines += [f"SHA-256:     {ev.sha256}", "",
-              f"This receipt is digitally signed (S/MIME) by {ev.issuer_name}. Your mail program",
-              "can show the signature, and anyone can check it with any S/MIME program or",
-              "with the command: dp2bridge verify receipt.eml",
-              "The evidence is attached as evidence.xml. The message's content is not included."]
+        lines.append(f"Status:     {ev.status}")
+    lines += [f"SHA-256:    {ev.sha256}", "",
+              "How to check this receipt:",
+              f"It is digitally signed (S/MIME) by {ev.issuer_name}.",
+              "Your mail program can show the signature. Anyone can also check it",
+              "with any S/MIME program or with: dp2bridge verify receipt.eml",
+              "The evidence is attached as evidence.xml.",
+              "The content of your message is not included in this receipt."]
     return lines
 
 

@@ -353,6 +353,14 @@ def test_lf_only_file_gives_the_signed_bytes_with_lf(rsa_pki):
     assert parsed.evidence == ev
 
 
+@needs_openssl
+def test_openssl_verifies_a_receipt_saved_with_lf_only(rsa_pki, tmp_path):
+    path = tmp_path / "receipt.eml"
+    path.write_bytes(make_receipt(make_evidence("ContentConsignment"), rsa_pki[1]).replace(b"\r\n", b"\n"))
+    result = openssl_verify(rsa_pki[0], path)
+    assert result.returncode == 0, result.stderr
+
+
 # --- evidence.xml ------------------------------------------------------------
 
 @pytest.mark.parametrize("event", EVENTS)
