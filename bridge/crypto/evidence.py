@@ -106,7 +106,11 @@ class TenantPKI:
         """A DER CMS SignedData over `data`: detached, SHA-256, RSA PKCS#1 v1.5, with
         contentType, signingTime and messageDigest signed attributes and the signer
         certificate.  `data` is signed byte for byte (no MIME canonicalisation): pass
-        exactly the CRLF bytes of the signed part."""
+        exactly the CRLF bytes of the signed part.
+
+        :raises ValueError: when evidence.key is not the key of evidence.pem.
+        :raises FileNotFoundError: when either file is gone.
+        """
         cert, key = self._signer
         return (pkcs7.PKCS7SignatureBuilder()
                 .set_data(data)
@@ -131,6 +135,7 @@ def receipts_address(domains: list[str], hostname: str) -> str:
 
 
 def tenant_dir(certs_dir: Path, tenant: str) -> Path:
+    """`certs_dir/tenants/<tenant>`; raises ValueError for a name that is not a tenant name."""
     if not _TENANT_RE.match(tenant):
         raise ValueError(f"tenant name {tenant!r} must be lowercase letters, digits and '-'")
     return certs_dir / "tenants" / tenant
