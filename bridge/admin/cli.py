@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bridge.admin import accounts, certs, contact_points, tenants
-from bridge.admin import audit, trace
+from bridge.admin import audit, trace, verify
 from bridge.admin.context import Context
 from bridge.errors import BridgeError, ConfigError
 
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs.register(sub, parents)
     audit.register(sub, parents)
     trace.register(sub, parents)
+    verify.register(sub, parents)
     return p
 
 

@@ -128,3 +128,46 @@ def stop_delivery_worker(bridge: RunningBridge) -> None:
             pass
         bridge.app._worker_task = None
     bridge.call(stop())
+
+
+def run_cli(bridge: RunningBridge, *args: str) -> subprocess.CompletedProcess:
+    import sys
+    return subprocess.run([sys.executable, "-m", "bridge.admin.cli", *args, "--config",
+                           str(bridge.app.config.path)], capture_output=True, text=True, timeout=60)
+
+
+def test_dp2bridge_verify_checks_signature_trail_and_original(bridge: RunningBridge, tmp_path: Path) -> None:
+    with login(bridge, CASEWORKER) as c:
+        uuid = send(c, JOBCENTER, ANNA_CPR_ADDR, message(JOBCENTER, ANNA_CPR_ADDR, "Afgørelse"))
+    got = dict(receipts(bridge, CASEWORKER, 2))
+    delivered = wait_for(lambda: bridge.store.mailbox_entries("anna@borger.dp2.test"))[0]
+    accepted = bridge.store.mailbox_entries(CASEWORKER, "Sent")[0]
+    assert accepted["message_uuid"] == uuid
+    originals = {"delivered.eml": bridge.app.blobs.get(delivered["sha256"]),
+                 "accepted.eml": bridge.app.blobs.get(accepted["sha256"])}
+    for name, raw in originals.items():
+        (tmp_path / name).write_bytes(raw)
+    (tmp_path / "changed.eml").write_bytes(originals["accepted.eml"].replace(b"Afg", b"afg", 1))
+    for kind, raw in got.items():
+        path = tmp_path / f"{kind}.eml"
+        path.write_bytes(raw)
+        ok = run_cli(bridge, "verify", str(path))
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "VALID" in ok.stdout and "FAILED" not in ok.stdout
+        bad = tmp_path / f"{kind}-changed.eml"
+        bad.write_bytes(flip_inside_signed_part(raw))
+        no = run_cli(bridge, "verify", str(bad))
+        assert no.returncode == 1 and "NOT VALID" in no.stdout and "changed" in no.stdout, no.stdout
+    consignment = tmp_path / "ContentConsignment.eml"
+    for name in ("delivered.eml", "accepted.eml"):
+        ok = run_cli(bridge, "verify", str(consignment), "--message", str(tmp_path / name))
+        assert ok.returncode == 0, ok.stdout
+    no = run_cli(bridge, "verify", str(consignment), "--message", str(tmp_path / "changed.eml"))
+    assert no.returncode == 1 and "not the message" in no.stdout
+    # Offline, with only the tenant's published CA: signature and digest, the trail skipped.
+    offline = subprocess.run([__import__("sys").executable, "-m", "bridge.admin.cli", "verify",
+                              str(consignment), "--ca", str(tenant_ca(bridge, "kommune")),
+                              "--message", str(tmp_path / "accepted.eml")], capture_output=True, text=True)
+    assert offline.returncode == 0 and "skipped" in offline.stdout, offline.stdout + offline.stderr
+    wrong_ca = run_cli(bridge, "verify", str(consignment), "--ca", str(tenant_ca(bridge, "borger")))
+    assert wrong_ca.returncode == 1
