@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bridge.admin import accounts, certs, contact_points, tenants
-from bridge.admin import audit, trace, verify
+from bridge.admin import audit, consent, trace, verify
 from bridge.admin.context import Context
 from bridge.errors import BridgeError, ConfigError
 
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub, parents)
     trace.register(sub, parents)
     verify.register(sub, parents)
+    consent.register(sub, parents)
     return p
 
 

@@ -14,6 +14,7 @@ from bridge.admin.certs import ensure_tenant_evidence
 from bridge.admin.context import Context, emit, record, table
 from bridge.core.admin import check_domain
 from bridge.core.identities import TENANT_KINDS
+from bridge.errors import AdminError
 
 ADD_HELP = """\
 A tenant is an authority, a company or the tenant that holds citizens.  Its mail
@@ -52,6 +53,21 @@ def cmd_show(ctx: Context) -> int:
     return 0
 
 
+def cmd_policy(ctx: Context) -> int:
+    a = ctx.args
+    changes = {}
+    for item in a.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise AdminError(f"{item!r}: write KEY=VALUE, e.g. handling_names_caseworker=true "
+                             f"(KEY= unsets it)")
+        changes[key.strip()] = value.strip()
+    policy = ctx.admin().set_policy(a.name, changes) if changes else ctx.store.tenant(a.name)["policy"]
+    emit(a, {"tenant": a.name, "policy": policy},
+         "\n".join(f"{k} = {v}" for k, v in sorted(policy.items())) or f"tenant {a.name} has no policy set")
+    return 0
+
+
 def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     v = sub.add_parser("tenant", help="tenants: authorities, companies, citizens",
                        description="Tenants: authorities, companies and citizens.")
@@ -75,3 +91,11 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
                             description="Show a tenant: domains, policy, accounts, contact points.")
     show.add_argument("name")
     show.set_defaults(func=cmd_show)
+    pol = verbs.add_parser("policy", parents=[parents["store"]], help="show or set a tenant's policy",
+                           description="Show a tenant's policy, or set keys with KEY=VALUE (KEY= unsets). "
+                                       "Keys: may_address_cpr (true/false), default_contact_point "
+                                       "(address), handling_names_caseworker (true/false: HandlingStarted "
+                                       "receipts name the caseworker).")
+    pol.add_argument("name")
+    pol.add_argument("settings", nargs="*", metavar="KEY=VALUE")
+    pol.set_defaults(func=cmd_policy)

@@ -24,6 +24,16 @@ MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 
 
+# Tenant policy keys `dp2bridge tenant policy` may set, and their types.
+POLICY_KEYS: dict[str, type] = {
+    "may_address_cpr": bool,                # a company may address citizens by CPR
+    "default_contact_point": str,           # where a CVR address is delivered
+    "handling_names_caseworker": bool,      # HandlingStarted receipts name the caseworker
+}
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}
+
+
 class Admin:
     def __init__(self, store: Any, clock: Clock, actor: str) -> None:
         self.store, self.clock, self.actor = store, clock, actor
@@ -63,6 +73,43 @@ class Admin:
         policy = {"may_address_cpr": True} if may_address_cpr else {}
         self.store.add_tenant(name, display_name, kind, cvr, domains, policy,
                               self._event(name, "tenant.added", name, tenant_kind=kind, domains=domains))
+
+    def set_policy(self, name: str, changes: dict[str, str]) -> dict[str, Any]:
+        """Set (or with an empty value, unset) tenant policy keys; returns the new policy."""
+        policy = dict(self.store.tenant(name)["policy"] or {})
+        for key, text in changes.items():
+            kind = POLICY_KEYS.get(key)
+            if kind is None:
+                raise AdminError(f"unknown policy key {key!r}; known keys: {', '.join(sorted(POLICY_KEYS))}")
+            if text == "":
+                policy.pop(key, None)
+            elif kind is bool:
+                if text.lower() not in _BOOLEANS:
+                    raise AdminError(f"{key} takes true or false, not {text!r}")
+                policy[key] = _BOOLEANS[text.lower()]
+            else:
+                policy[key] = text.strip().lower()
+        self.store.set_policy(name, policy, self._event(name, "tenant.policy", name, policy=policy))
+        return policy
+
+    # --- read-status consent -------------------------------------------------------
+
+    def consent(self, citizen: str, sender: str, given: bool) -> tuple[bool, str]:
+        """Grant or revoke a citizen's standing consent that `sender` (a tenant name, CVR or
+        address) learns when they read its letters.  Returns (changed, sender's name)."""
+        from bridge.store.receipts import ConsentRepository
+        repo = ConsentRepository(self.store)
+        citizen_party, chain = repo.party_of_citizen(citizen)
+        sender_party, label = repo.party_of_sender(sender)
+        event = self._event(chain, "consent.granted" if given else "consent.revoked", citizen.strip().lower(),
+                            sender=sender.strip().lower())
+        changed = (repo.grant if given else repo.revoke)(citizen_party, sender_party, event)
+        return changed, label
+
+    def consents(self, citizen: str | None) -> list[dict]:
+        from bridge.store.receipts import ConsentRepository
+        repo = ConsentRepository(self.store)
+        return repo.list(repo.party_of_citizen(citizen)[0] if citizen else None)
 
     # --- accounts --------------------------------------------------------------------
 

@@ -478,6 +478,11 @@ class SqlStore:
             s.flush()
         return party
 
+    def set_policy(self, name: str, policy: dict[str, Any], audit: AuditEvent) -> None:
+        with self.tx() as s:
+            self._get_tenant(s, name).policy = policy
+            self._audit(s, audit)
+
     def tenants(self) -> list[dict]:
         with self.ro() as s:
             return [self._tenant_dict(s, t) for t in s.scalars(select(m.Tenant).order_by(m.Tenant.name))]
