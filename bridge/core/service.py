@@ -146,6 +146,14 @@ class BridgeService:
             if not exc.temporary:
                 self._refused(principal, ctx, exc)
             raise
+        original = mdn_displayed(raw, info)
+        if original:
+            # RFC 8098: the reader's own client reports the letter displayed.  It becomes signed
+            # read evidence for the letter's sender (the user agreed to send it) and is not
+            # passed on raw.  An MDN about anything else is ordinary mail.
+            read = self.store.read_by_mdn(principal.account_id, original)
+            if read:
+                return Accepted(read, False)
         return self._accept(principal, mail_from, recipients, raw, info, ctx, refused)
 
     def _checked(self, principal: ids.Principal, raw: bytes) -> tuple[bytes, MessageInfo]:
@@ -199,6 +207,47 @@ class BridgeService:
         if not duplicate:
             self.on_accepted()
         return Accepted(accepted_uuid, duplicate)
+
+
+def mdn_displayed(raw: bytes, info: MessageInfo) -> str | None:
+    """The Original-Message-ID of an RFC 8098 MDN whose disposition is "displayed", else None."""
+    body = info.body
+    if body.get("type") != "multipart" or body.get("subtype") != "report" or \
+            dict(body.get("params") or []).get("report-type", "").lower() != "disposition-notification":
+        return None
+    for part in body.get("parts", []):
+        if part.get("type") == "message" and part.get("subtype") == "disposition-notification":
+            start, end = part["offsets"][1], part["offsets"][2]
+            text = raw[start:end]
+            if part.get("encoding") == "BASE64":
+                import base64
+                try:
+                    text = base64.b64decode(text)
+                except ValueError:
+                    return None
+            fields = _fields(text.decode("utf-8", "replace"))
+            disposition = fields.get("disposition", "").split(";")[-1].strip().lower()
+            original = fields.get("original-message-id", "").strip()
+            if disposition.split("/")[0] == "displayed" and original.startswith("<"):
+                return original
+    return None
+
+
+def _fields(text: str) -> dict[str, str]:
+    """Header-style fields of an MDN part (unfolded, first of each name)."""
+    out: dict[str, str] = {}
+    name = None
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and name:
+            out[name] += " " + line.strip()
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            name = key.strip().lower()
+            if name in out:
+                name = None
+            else:
+                out[name] = value.strip()
+    return out
 
 
 def _unique_targets(recipients: list[tuple[str, ids.Target]]) -> list[tuple[str, ids.Target]]:

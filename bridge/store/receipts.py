@@ -383,9 +383,8 @@ def read_by_mdn(store: Any, reader_id: int, original_message_id: str) -> str | N
             m.Mailbox, m.Mailbox.id == m.MailboxEntry.mailbox_id).where(
             m.Mailbox.account_id == reader_id, m.Message.message_id == original_message_id,
             m.Message.sender_account_id != reader_id).limit(1)).first()
-        if found is None:
+        if found is None or not _read(store, s, reader_id, found[0], "smtp", read_mode="mdn"):
             return None
-        _read(store, s, reader_id, found[0], "smtp", read_mode="mdn")
         return found[1]
     return store._shared(unit)
 

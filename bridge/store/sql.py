@@ -478,6 +478,10 @@ class SqlStore:
             s.flush()
         return party
 
+    def read_by_mdn(self, reader_id: int, original_message_id: str) -> str | None:
+        from bridge.store.receipts import read_by_mdn
+        return read_by_mdn(self, reader_id, original_message_id)
+
     def set_policy(self, name: str, policy: dict[str, Any], audit: AuditEvent) -> None:
         with self.tx() as s:
             self._get_tenant(s, name).policy = policy

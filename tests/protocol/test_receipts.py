@@ -171,3 +171,46 @@ def test_dp2bridge_verify_checks_signature_trail_and_original(bridge: RunningBri
     assert offline.returncode == 0 and "skipped" in offline.stdout, offline.stdout + offline.stderr
     wrong_ca = run_cli(bridge, "verify", str(consignment), "--ca", str(tenant_ca(bridge, "borger")))
     assert wrong_ca.returncode == 1
+
+
+def mdn(original_id: str, disposition: str = "manual-action/MDN-sent-manually; displayed") -> bytes:
+    """An MDN as Thunderbird sends it (RFC 8098) when Anna agrees to send a return receipt."""
+    return (f"From: {ANNA}\r\nTo: {JOBCENTER}\r\nSubject: Return Receipt (displayed) - Indkaldelse\r\n"
+            f"Message-ID: <mdn-{abs(hash(disposition))}@borger.test>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=disposition-notification;\r\n"
+            " boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n"
+            "This is a Return Receipt for the mail that you sent.\r\n\r\n--b1\r\n"
+            "Content-Type: message/disposition-notification; name=\"MDNPart2.txt\"\r\n"
+            "Content-Disposition: inline\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+            "Reporting-UA: borger.test; Thunderbird 128.5.0\r\n"
+            f"Final-Recipient: rfc822;{ANNA}\r\nOriginal-Message-ID: {original_id}\r\n"
+            f"Disposition: {disposition}\r\n\r\n--b1--\r\n").encode()
+
+
+def test_an_mdn_from_annas_client_becomes_signed_read_evidence(bridge: RunningBridge, tmp_path: Path) -> None:
+    letter_id = "<letter-mdn@kommune.test>"
+    with login(bridge, CASEWORKER) as c:
+        uuid = send(c, JOBCENTER, ANNA_CPR_ADDR, message(
+            JOBCENTER, ANNA_CPR_ADDR, "Indkaldelse", message_id=letter_id,
+            extra=f"Disposition-Notification-To: {JOBCENTER}\r\n"))
+    wait_for(lambda: bridge.store.mailbox_entries(ANNA))
+    receipts(bridge, CASEWORKER, 2)
+    with login(bridge, ANNA) as c:
+        assert send(c, ANNA, JOBCENTER, mdn(letter_id)) == uuid         # the 250 names the letter read
+        other = send(c, ANNA, JOBCENTER, mdn(letter_id, "manual-action/MDN-sent-manually; deleted"))
+    got = dict(receipts(bridge, CASEWORKER, 3))
+    assert set(got) == {"SubmissionAcceptance", "ContentConsignment", "ContentAccessTracking"}
+    assert len(bridge.store.mailbox_entries(CASEWORKER, "Receipts")) == 3
+    raw = got["ContentAccessTracking"]
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    report = next(p for p in msg.walk() if p.get_content_type() == "multipart/report")
+    assert report.get_param("report-type") == "disposition-notification"
+    assert b"manual-action/MDN-sent-manually; displayed" in raw
+    path = tmp_path / "read.eml"
+    path.write_bytes(raw)
+    assert run_cli(bridge, "verify", str(path)).returncode == 0
+    # The displayed MDN was turned into evidence, not passed on; an MDN saying "deleted" is mail.
+    shared = wait_for(lambda: bridge.store.mailbox_entries(JOBCENTER))
+    assert [e["message_uuid"] for e in shared] == [other]
+    kinds = [e["kind"] for e in bridge.store.audit_events(message_uuid=uuid)]
+    assert kinds.count("read") == 1
