@@ -214,3 +214,21 @@ def test_an_mdn_from_annas_client_becomes_signed_read_evidence(bridge: RunningBr
     assert [e["message_uuid"] for e in shared] == [other]
     kinds = [e["kind"] for e in bridge.store.audit_events(message_uuid=uuid)]
     assert kinds.count("read") == 1
+
+
+def test_resubmitting_the_same_message_creates_nothing_new(bridge: RunningBridge) -> None:
+    raw = message(JOBCENTER, ANNA_CPR_ADDR, "Samme brev", message_id="<once@kommune.test>")
+    with login(bridge, CASEWORKER) as c:
+        first = send(c, JOBCENTER, ANNA_CPR_ADDR, raw)
+    receipts(bridge, CASEWORKER, 2)
+    with login(bridge, CASEWORKER) as c:          # e.g. a client that retries after a timeout
+        again = send(c, JOBCENTER, ANNA_CPR_ADDR, raw)
+        third = send(c, JOBCENTER, ANNA_CPR_ADDR, raw)
+    assert first == again == third
+    wait_for(lambda: bridge.store.pending_jobs() == 0)
+    from bridge.store.receipts import ReceiptRepository
+    wait_for(lambda: all(r["state"] == "done" for r in ReceiptRepository(bridge.store).receipts()), timeout=10)
+    assert len(bridge.store.mailbox_entries(ANNA)) == 1
+    assert len(bridge.store.mailbox_entries(CASEWORKER, "Sent")) == 1
+    assert len(bridge.store.mailbox_entries(CASEWORKER, "Receipts")) == 2
+    assert [e["kind"] for e in bridge.store.audit_events(message_uuid=first)].count("submit.accepted") == 1
