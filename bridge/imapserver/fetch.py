@@ -117,20 +117,19 @@ async def fetch(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
         await qresync.send_vanished(s, sel, uid_set, changedsince or 0)
     newly_seen: set[int] = set()
     if any(i.sets_seen for i in items) and not sel.read_only:
-        newly_seen = await _mark_seen(s, [u for u in uids if "\\Seen" not in sel.flags.get(u, ())])
+        newly_seen = await _mark_seen(s, uids)
     with_flags = [Item("FLAGS", "simple")] + items if not any(i.name == "FLAGS" for i in items) else items
     for start in range(0, len(uids), CHUNK):
         part = uids[start:start + CHUNK]
         data = await s.blocking(s.ctx.mailboxes.entries, sel.mailbox.id, part)
         if changedsince is not None:
             data = [d for d in data if d.modseq > changedsince]
-        if with_flags is items:           # FLAGS requested: the client sees the current flags
+        if with_flags is items or newly_seen:     # the client sees these entries' current flags
             for d in data:
-                if d.uid in sel.flags:
-                    sel.flags[d.uid], sel.modseq[d.uid] = d.flags, d.modseq
+                if with_flags is items or d.uid in newly_seen:
+                    sel.tell(d.uid, d.modseq)
         for batch in _batches(data, items):
-            lines = await s.blocking(_render, s.ctx.blobs, batch, items, with_flags, newly_seen,
-                                     sel.flags, {})
+            lines = await s.blocking(_render, s.ctx.blobs, batch, items, with_flags, newly_seen)
             for d, line in zip(batch, lines):
                 seq = sel.seq_of(d.uid)
                 if seq is not None:
@@ -157,8 +156,6 @@ async def _mark_seen(s: "ImapSession", uids: list[int]) -> set[int]:
     if not uids or sel is None:
         return set()
     changed, _ = await s.blocking(s.ctx.mailboxes.store_flags, sel.mailbox.id, uids, "+", ["\\Seen"])
-    for e in changed:
-        sel.flags[e.uid], sel.modseq[e.uid] = e.flags, e.modseq
     if changed:
         s.notify_changed()
     return {e.uid for e in changed}
@@ -188,22 +185,21 @@ def _batches(data: list[EntryData], items: list[Item]) -> list[list[EntryData]]:
 
 
 def _render(blobs: Any, data: list[EntryData], items: list[Item], with_flags: list[Item],
-            newly_seen: set[int], flags: dict[int, tuple[str, ...]], modseqs: dict[int, int]) -> list[bytes]:
+            newly_seen: set[int]) -> list[bytes]:
     """Blocking: the parenthesised contents of each message's FETCH response."""
     out = []
     needs_blob = _needs_blob(items)
     for d in data:
         raw = blobs.get(d.sha256) if needs_blob else b""
         these = with_flags if d.uid in newly_seen else items
-        out.append(b" ".join(_item(i, d, raw, flags.get(d.uid, d.flags), modseqs.get(d.uid, d.modseq))
-                             for i in these))
+        out.append(b" ".join(_item(i, d, raw) for i in these))
     return out
 
 
-def _item(item: Item, d: EntryData, raw: bytes, flags: tuple[str, ...], modseq: int) -> bytes:
+def _item(item: Item, d: EntryData, raw: bytes) -> bytes:
     name = item.name
     if item.kind == "simple":
-        return name.encode() + b" " + _simple(name, d, raw, flags, modseq)
+        return name.encode() + b" " + _simple(name, d, raw)
     if item.kind == "binary.size":
         return name.encode() + b" %d" % len(_binary(d, raw, item.part))
     data = _binary(d, raw, item.part) if item.kind == "binary" else _section(d, raw, item)
@@ -217,9 +213,9 @@ def _item(item: Item, d: EntryData, raw: bytes, flags: tuple[str, ...], modseq: 
     return key.encode() + b" " + literal(data)
 
 
-def _simple(name: str, d: EntryData, raw: bytes, flags: tuple[str, ...], modseq: int) -> bytes:
+def _simple(name: str, d: EntryData, raw: bytes) -> bytes:
     if name == "FLAGS":
-        return flag_list(flags)
+        return flag_list(d.flags)
     if name == "UID":
         return b"%d" % d.uid
     if name == "INTERNALDATE":
@@ -231,7 +227,7 @@ def _simple(name: str, d: EntryData, raw: bytes, flags: tuple[str, ...], modseq:
     if name in ("BODYSTRUCTURE", "BODY"):
         return body_structure(d.body, extended=name == "BODYSTRUCTURE")
     if name == "MODSEQ":
-        return b"(%d)" % modseq
+        return b"(%d)" % d.modseq
     if name == "RFC822.HEADER":
         return literal(raw[:d.header_size])
     if name == "RFC822.TEXT":

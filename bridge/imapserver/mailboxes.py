@@ -272,16 +272,12 @@ async def status(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
 
 
 async def _status_line(s: "ImapSession", box: MailboxView, items: list[str]) -> bytes:
-    view, entries = await s.blocking(s.ctx.mailboxes.state, box.id)
-    if view is None:
+    found = await s.blocking(s.ctx.mailboxes.status, box.id, items)
+    if found is None:
         raise nonexistent()
-    values = {"MESSAGES": len(entries), "UIDNEXT": view.uidnext, "UIDVALIDITY": view.uidvalidity,
-              "UNSEEN": sum(1 for e in entries if "\\Seen" not in e.flags),
-              "DELETED": sum(1 for e in entries if "\\Deleted" in e.flags), "RECENT": 0,
-              "HIGHESTMODSEQ": view.highestmodseq}
-    if "SIZE" in items:
-        values["SIZE"] = sum(e.size for e in await s.blocking(
-            s.ctx.mailboxes.entries, box.id, [e.uid for e in entries]))
+    view, counts = found
+    values = {"UIDNEXT": view.uidnext, "UIDVALIDITY": view.uidvalidity, "RECENT": 0,
+              "HIGHESTMODSEQ": view.highestmodseq, **counts}
     body = " ".join(f"{i} {values[i]}" for i in items).encode()
     return b"STATUS " + mailbox_name(box.name) + b" (" + body + b")"
 
@@ -302,9 +298,8 @@ async def _select(s: "ImapSession", args: Reader, read_only: bool) -> str:
         s.untagged(b"OK [CLOSED] previous mailbox closed")
     s.unselect()
     box = await resolve(s, name)
-    sel = await s.select_mailbox(box, read_only)
+    sel, keywords = await s.select_mailbox(box, read_only)
     from bridge.imapserver.responses import flag_list
-    keywords = sorted({f for flags in sel.flags.values() for f in flags if not f.startswith("\\")})
     system = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
     s.untagged(b"%d EXISTS" % len(sel.uids))
     s.untagged(b"0 RECENT")

@@ -92,13 +92,15 @@ async def resync(s: "ImapSession", sel: "Selected", q: Qresync) -> None:
     if q.uidvalidity != sel.mailbox.uidvalidity:
         return
     known = _member(q.known_uids, sel.uidnext - 1) if q.known_uids else (lambda uid: True)
-    gone = await s.blocking(s.ctx.mailboxes.vanished, sel.mailbox.id, q.modseq)
+    # Only the entries changed after the client's MODSEQ are read (ix_mailbox_entries_modseq).
+    _, changed, gone = await s.blocking(s.ctx.mailboxes.changes, sel.mailbox.id, q.modseq)
     gone = [uid for uid in gone if known(uid)]
     if gone:
         s.untagged(b"VANISHED (EARLIER) " + uid_set_text(gone).encode())
-    for uid in sel.uids:
-        if sel.modseq[uid] > q.modseq and known(uid):
-            s.untagged(s.fetch_flags_line(sel, uid))
+    for e in changed:
+        if e.uid in sel.uids and known(e.uid):
+            sel.tell(e.uid, e.modseq)
+            s.untagged(s.fetch_flags_line(sel, e))
 
 
 def _member(seqset: SequenceSet, largest: int) -> Callable[[int], bool]:

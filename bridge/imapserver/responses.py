@@ -7,10 +7,11 @@ as IMAP lists.  No state, no I/O.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 _QUOTABLE = frozenset(range(0x20, 0x7F)) - {0x22, 0x5C}
-_PRINTABLE = frozenset(range(0x20, 0x7F))
+_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
 # RFC 2231 attribute-char: what may stay unencoded in an extended parameter value.
 _ATTRIBUTE_CHARS = frozenset(b"!#$&+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -22,8 +23,10 @@ def nil_or_string(value: str | bytes | None) -> bytes:
 def string(value: str | bytes) -> bytes:
     """A quoted string when possible, else a literal (8-bit, CR, LF, long values)."""
     raw = value.encode("utf-8") if isinstance(value, str) else value
-    if len(raw) < 1000 and all(b in _PRINTABLE for b in raw):
-        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    if len(raw) < 1000 and not _UNPRINTABLE.search(raw):
+        if b"\\" in raw or b'"' in raw:
+            raw = raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + raw + b'"'
     return literal(raw)
 
 

@@ -154,13 +154,12 @@ class _Program:
             return st.UidSet(_ranges(self.saved))
         uids = self.sel.uids
         if uid:
-            largest = uids[-1] if uids else 0
-            return st.UidSet(seqset.resolve(largest))
+            return st.UidSet(seqset.resolve(uids.last))
         ranges = []
         for lo, hi in seqset.resolve(len(uids)):
             lo, hi = max(lo, 1), min(hi, len(uids))
             if lo <= hi:                     # numbers beyond the mailbox name nothing
-                ranges.append((uids[lo - 1], uids[hi - 1]))
+                ranges.append((uids.uid_at(lo), uids.uid_at(hi)))
         return st.UidSet(ranges)
 
 
@@ -218,14 +217,13 @@ async def search(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
         key = program.keys_until_end()
         if program.uses_modseq:
             s.enabled.add("CONDSTORE")
-        last = sel.uids[-1] if sel.uids else 0
+        last = sel.uids.last
         hits = await s.blocking(st.search, s.ctx.mailboxes.store, s.ctx.blobs.get, sel.mailbox.id, key, last)
     except Exception:
         if options and "SAVE" in options:
             _save(s, [])                        # RFC 5182: a failed SEARCH empties $
         raise
-    visible = set(sel.flags)
-    hits = [h for h in hits if h.uid in visible]
+    hits = [h for h in hits if h.uid in sel.uids]
     if options is None and "IMAP4REV2" in s.enabled:
         options = ["ALL"]
     if options is None:

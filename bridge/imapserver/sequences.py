@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 from bridge.imapserver.errors import Bad
-from bridge.imapserver.parser import SequenceSet, parse_sequence_set
+from bridge.imapserver.parser import parse_sequence_set
 
 if TYPE_CHECKING:
     from bridge.imapserver.session import Selected
@@ -17,26 +16,21 @@ def uids_for(sel: "Selected", text: str, uid: bool) -> list[int]:
     the mailbox are a BAD (RFC 9051 section 6.4.4: "invalid"); UIDs that do not exist are
     simply not included (RFC 9051 section 6.4.9)."""
     seqset = parse_sequence_set(text)
+    uids = sel.uids
     if seqset.last_result:                        # RFC 5182 "$": the last SEARCH ... SAVE
-        present = set(sel.uids)
-        return sorted(u for u in sel.search_saved if u in present)
-    if uid:
-        return _uids_in_ranges(sel.uids, seqset, sel.uids[-1] if sel.uids else 0)
-    count = len(sel.uids)
+        return sorted(u for u in sel.search_saved if u in uids)
     out: set[int] = set()
+    if uid:
+        for lo, hi in seqset.resolve(uids.last):
+            out.update(uids.between(lo, hi))
+        return sorted(out)
+    count = len(uids)
     if count == 0 and all(hi is None for _, hi in seqset.ranges):
         return []                                 # "1:*" in an empty mailbox names nothing
     for lo, hi in seqset.resolve(count):
         if hi > count or lo < 1:
             raise Bad("message number out of range")
-        out.update(sel.uids[lo - 1:hi])
-    return sorted(out)
-
-
-def _uids_in_ranges(uids: list[int], seqset: SequenceSet, largest: int) -> list[int]:
-    out: set[int] = set()
-    for lo, hi in seqset.resolve(largest):
-        out.update(uids[bisect_left(uids, lo):bisect_right(uids, hi)])
+        out.update(uids.by_seq(lo, hi))
     return sorted(out)
 
 

@@ -26,6 +26,7 @@ from bridge.imapserver.parser import Atom, ParseError, Reader, tokenize
 from bridge.imapserver.registry import AUTHENTICATED, COMMANDS, NOT_AUTHENTICATED, SELECTED
 from bridge.imapserver.server import (MAX_LITERAL, MAX_LITERAL_UNAUTH, Connection, LineTooLong,
                                       LiteralRefused)
+from bridge.imapserver.uidmap import UidMap
 from bridge.logs import session_id as session_var
 from bridge.store.mailboxes import EntryState, MailboxRepository, MailboxView
 
@@ -51,25 +52,29 @@ class Context:
 
 @dataclass
 class Selected:
-    """The selected mailbox as this session last told the client about it."""
+    """The selected mailbox as this session last told the client about it.  Only UIDs are
+    kept (as runs, uidmap.py), not flags: FETCH and the updates read those from the store,
+    so a session costs little however large its mailbox."""
 
     mailbox: MailboxView
     read_only: bool
-    uids: list[int]                                # index = sequence number - 1
-    flags: dict[int, tuple[str, ...]]
-    modseq: dict[int, int]
+    uids: UidMap                                   # sequence number n = the n-th UID
     highestmodseq: int
     uidnext: int
     queue: Any = None                              # Filed/Changed events (core/events.py) for IDLE
     synced: int = 0                                # MODSEQ up to which changes were read (sync)
     gone: set[int] = field(default_factory=set)    # expunged, EXPUNGE not sent yet
-    seen_on_fetch: set[int] = field(default_factory=set)
+    told: dict[int, int] = field(default_factory=dict)   # UID -> MODSEQ whose flags the client
+    #                                                      got after `synced` (not sent again)
     search_saved: list[int] = field(default_factory=list)   # RFC 5182 "$"
 
     def seq_of(self, uid: int) -> int | None:
-        from bisect import bisect_left
-        i = bisect_left(self.uids, uid)
-        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+        return self.uids.seq_of(uid)
+
+    def tell(self, uid: int, modseq: int) -> None:
+        """The client got this entry's flags as of `modseq` (FETCH, STORE): sync need not repeat them."""
+        if modseq > self.synced:
+            self.told[uid] = max(modseq, self.told.get(uid, 0))
 
 
 class ImapSession:
@@ -223,17 +228,16 @@ class ImapSession:
         assert self.principal is not None
         return self.principal.account_id
 
-    async def select_mailbox(self, box: MailboxView, read_only: bool) -> Selected:
-        view, entries = await self.blocking(self.ctx.mailboxes.state, box.id)
+    async def select_mailbox(self, box: MailboxView, read_only: bool) -> tuple[Selected, list[str]]:
+        """Select `box`: the new Selected and the keywords its messages carry."""
+        view, runs, keywords = await self.blocking(self.ctx.mailboxes.select_state, box.id)
         if view is None:
             raise No("no such mailbox", "NONEXISTENT")
         self.unselect()
-        sel = Selected(box, read_only, [e.uid for e in entries], {e.uid: e.flags for e in entries},
-                       {e.uid: e.modseq for e in entries}, view.highestmodseq, view.uidnext,
-                       synced=view.highestmodseq)
+        sel = Selected(box, read_only, UidMap(runs), view.highestmodseq, view.uidnext, synced=view.highestmodseq)
         sel.queue = self.ctx.events.subscribe(box.id)
         self.selected, self.state = sel, SELECTED
-        return sel
+        return sel, keywords
 
     def notify_changed(self, mailbox_id: int | None = None) -> None:
         """Tell other sessions (IDLE) that flags changed or messages were expunged in
@@ -265,18 +269,18 @@ class ImapSession:
         view, changed, gone = await self.blocking(self.ctx.mailboxes.changes, sel.mailbox.id, sel.synced)
         if view is None:
             return
-        sel.gone.update(uid for uid in gone if uid in sel.flags)
+        sel.gone.update(uid for uid in gone if uid in sel.uids)
         if expunges and sel.gone:
             self._send_expunges(sel)
-        last = sel.uids[-1] if sel.uids else 0
-        new = [e for e in changed if e.uid > last and e.uid not in sel.flags]
+        last = sel.uids.last
+        new = [e for e in changed if e.uid > last]
         if new:
             for e in new:
                 sel.uids.append(e.uid)
-                sel.flags[e.uid], sel.modseq[e.uid] = e.flags, e.modseq
             self.untagged(b"%d EXISTS" % len(sel.uids))
-        self._send_flag_changes(sel, changed)
+        self._send_flag_changes(sel, [e for e in changed if e.uid <= last])
         sel.synced = max(sel.synced, view.highestmodseq)
+        sel.told = {uid: modseq for uid, modseq in sel.told.items() if modseq > sel.synced}
         sel.highestmodseq, sel.uidnext = max(sel.highestmodseq, view.highestmodseq), view.uidnext
 
     def _send_expunges(self, sel: Selected) -> None:
@@ -290,27 +294,22 @@ class ImapSession:
             for seq in reversed(seqs):             # highest first: lower numbers stay valid
                 if seq is not None:
                     self.untagged(b"%d EXPUNGE" % seq)
-        doomed = set(gone)
-        sel.uids = [uid for uid in sel.uids if uid not in doomed]
-        for uid in gone:
-            sel.flags.pop(uid, None)
-            sel.modseq.pop(uid, None)
+        sel.uids.remove(gone)
 
     def _send_flag_changes(self, sel: Selected, changed: list[EntryState]) -> None:
+        """FETCH FLAGS for entries the client knows whose MODSEQ rose since it was told."""
         for e in changed:
-            if e.uid not in sel.flags or e.uid in sel.gone or e.modseq <= sel.modseq[e.uid]:
+            if e.uid in sel.gone or e.modseq <= sel.told.get(e.uid, 0) or e.uid not in sel.uids:
                 continue
-            sel.modseq[e.uid] = e.modseq
-            if e.flags != sel.flags[e.uid]:
-                sel.flags[e.uid] = e.flags
-                self.untagged(self.fetch_flags_line(sel, e.uid))
+            sel.told[e.uid] = e.modseq
+            self.untagged(self.fetch_flags_line(sel, e))
 
-    def fetch_flags_line(self, sel: Selected, uid: int) -> bytes:
+    def fetch_flags_line(self, sel: Selected, e: EntryState) -> bytes:
         from bridge.imapserver.responses import flag_list
-        parts = [b"UID %d" % uid, b"FLAGS " + flag_list(sel.flags[uid])]
+        parts = [b"UID %d" % e.uid, b"FLAGS " + flag_list(e.flags)]
         if self.enabled & {"CONDSTORE", "QRESYNC"}:
-            parts.append(b"MODSEQ (%d)" % sel.modseq[uid])
-        return b"%d FETCH (" % sel.seq_of(uid) + b" ".join(parts) + b")"
+            parts.append(b"MODSEQ (%d)" % e.modseq)
+        return b"%d FETCH (" % (sel.seq_of(e.uid) or 0) + b" ".join(parts) + b")"
 
 
 class _TaggedBad(Bad):

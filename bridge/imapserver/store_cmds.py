@@ -3,9 +3,9 @@
 STORE (RFC 9051 section 6.4.6, with UNCHANGEDSINCE of RFC 7162) goes through
 MailboxRepository.store_flags; the rest through store/entries.py, each as one
 unit of the store's group commit.  Every successful write updates the
-session's view (Selected.flags / modseq) or reports through `sync()`, which is
-where EXPUNGE and VANISHED responses are written (highest sequence number
-first), and tells other sessions (IDLE) through the events.  UIDPLUS (RFC
+session's view (`Selected.tell` for flags the client got) or reports through
+`sync()`, which is where EXPUNGE and VANISHED responses are written (highest
+sequence number first), and tells other sessions (IDLE) through the events.  UIDPLUS (RFC
 4315) answers COPYUID and APPENDUID; MOVE (RFC 6851) sends COPYUID as an
 untagged OK before the expunges.  APPEND stores the blob (fsynced) before the
 database unit commits, so an entry never names missing bytes; the literal was
@@ -107,7 +107,12 @@ async def store(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> str:
     if uids:
         changed, refused = await s.blocking(s.ctx.mailboxes.store_flags, sel.mailbox.id, uids, mode,
                                             flags, unchanged_since)
-        _report_store(s, sel, uids, changed, set(refused), uid, silent)
+        unchanged: list[EntryState] = []
+        if not silent:                              # FETCH FLAGS for every message addressed
+            done = {e.uid for e in changed} | set(refused)
+            rest = [u for u in uids if u not in done]
+            unchanged = await s.blocking(s.ctx.mailboxes.flag_states, sel.mailbox.id, rest) if rest else []
+        _report_store(s, sel, changed, unchanged, uid, silent)
     if uid:
         await s.sync(expunges=True)
     numbers = refused if uid else [n for n in (sel.seq_of(u) for u in refused) if n is not None]
@@ -116,22 +121,20 @@ async def store(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> str:
     return "STORE completed"
 
 
-def _report_store(s: "ImapSession", sel: "Selected", uids: list[int], changed: list[EntryState],
-                  refused: set[int], uid: bool, silent: bool) -> None:
-    """Keep the session's view in step and send FETCH for each message STORE addressed."""
-    changed_uids = set()
+def _report_store(s: "ImapSession", sel: "Selected", changed: list[EntryState], unchanged: list[EntryState],
+                  uid: bool, silent: bool) -> None:
+    """Send FETCH for the messages STORE addressed (`unchanged`: those it did not change, read
+    for a non-silent STORE) and note what the client now knows."""
     for e in changed:
-        if e.uid in sel.flags:
-            sel.flags[e.uid], sel.modseq[e.uid] = e.flags, e.modseq
-            changed_uids.add(e.uid)
         sel.highestmodseq = max(sel.highestmodseq, e.modseq)
-    for u in uids:
-        if u in refused or u not in sel.flags:
+    for e in sorted(changed + unchanged, key=lambda e: e.uid):
+        if e.uid not in sel.uids:
             continue
+        sel.tell(e.uid, e.modseq)
         if not silent:
-            s.untagged(_fetch_line(s, sel, u, uid, flags=True))
-        elif u in changed_uids and _condstore(s):
-            s.untagged(_fetch_line(s, sel, u, uid, flags=False))   # RFC 7162 section 3.2
+            s.untagged(_fetch_line(s, sel, e, uid, flags=True))
+        elif _condstore(s):
+            s.untagged(_fetch_line(s, sel, e, uid, flags=False))   # RFC 7162 section 3.2
     if changed:
         s.notify_changed()
 
@@ -147,15 +150,15 @@ def _store_modifiers(args: Reader) -> int | None:
     raise Bad("unknown STORE modifier")
 
 
-def _fetch_line(s: "ImapSession", sel: "Selected", u: int, uid: bool, flags: bool) -> bytes:
+def _fetch_line(s: "ImapSession", sel: "Selected", e: EntryState, uid: bool, flags: bool) -> bytes:
     parts = []
     if uid:
-        parts.append(b"UID %d" % u)
+        parts.append(b"UID %d" % e.uid)
     if flags:
-        parts.append(b"FLAGS " + flag_list(sel.flags[u]))
+        parts.append(b"FLAGS " + flag_list(e.flags))
     if _condstore(s):
-        parts.append(b"MODSEQ (%d)" % sel.modseq[u])
-    return b"%d FETCH (" % (sel.seq_of(u) or 0) + b" ".join(parts) + b")"
+        parts.append(b"MODSEQ (%d)" % e.modseq)
+    return b"%d FETCH (" % (sel.seq_of(e.uid) or 0) + b" ".join(parts) + b")"
 
 
 # --- EXPUNGE ----------------------------------------------------------------------

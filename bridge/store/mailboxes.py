@@ -12,11 +12,13 @@ why they cannot with `Refused(reason)`; names come validated (core/mailboxnames.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import String, Text, case, cast, delete, func, literal_column, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,15 +52,34 @@ class EntryState:
 
 @dataclass(frozen=True)
 class EntryData:
+    """FETCH data of one entry.  The stored analysis stays JSON text, and the internal date
+    the database's value, until a FETCH item asks for them: FETCH (FLAGS ENVELOPE) of a
+    large mailbox decodes no BODYSTRUCTURE and parses no date."""
+
     uid: int
     modseq: int
     flags: tuple[str, ...]
-    internal_date: dt.datetime
+    stored_date: Any               # naive UTC: a datetime, or its text (SQLite)
     size: int
     sha256: str
     header_size: int
-    envelope: list[Any]
-    body: dict[str, Any]
+    envelope_json: str
+    body_json: str
+
+    @cached_property
+    def envelope(self) -> list[Any]:
+        return json.loads(self.envelope_json)
+
+    @cached_property
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.body_json)
+
+    @property
+    def internal_date(self) -> dt.datetime:
+        when = self.stored_date
+        if isinstance(when, str):
+            when = dt.datetime.fromisoformat(when)
+        return when.replace(tzinfo=dt.timezone.utc)
 
 
 def _flags(entry: Any) -> tuple[str, ...]:
@@ -193,18 +214,57 @@ class MailboxRepository:
             s.execute(update(m.Mailbox).where(m.Mailbox.id == view.id, m.Mailbox.account_id == account_id)
                       .values(subscribed=subscribed))
 
-    def state(self, mailbox_id: int) -> tuple[MailboxView | None, list[EntryState]]:
-        """The mailbox's current counters and all its entries in UID order (SELECT)."""
+    def view(self, mailbox_id: int) -> MailboxView | None:
+        """The mailbox's current counters (None once it is deleted)."""
+        with self.store.ro() as s:
+            box = s.get(m.Mailbox, mailbox_id)
+            return None if box is None else _view(box, box.name, shared=box.contact_point_id is not None)
+
+    def select_state(self, mailbox_id: int) -> tuple[MailboxView | None, list[tuple[int, int]], list[str]]:
+        """What SELECT tells (RFC 9051 section 6.3.2): the mailbox's counters, its UIDs as
+        (first, last) runs of consecutive UIDs (all below the UIDNEXT shown), and the
+        keywords its messages carry.  Reads no entry rows when it need not: see `_uid_runs`."""
         with self.store.ro() as s:
             box = s.get(m.Mailbox, mailbox_id)
             if box is None:
-                return None, []
-            rows = s.execute(select(m.MailboxEntry.uid, m.MailboxEntry.modseq, m.MailboxEntry.flags,
-                                    m.MailboxEntry.keywords).where(
-                m.MailboxEntry.mailbox_id == mailbox_id).order_by(m.MailboxEntry.uid))
-            entries = [EntryState(uid, modseq, _flag_tuple(flags, keywords))
-                       for uid, modseq, flags, keywords in rows]
-            return _view(box, box.name, shared=box.contact_point_id is not None), entries
+                return None, [], []
+            view = _view(box, box.name, shared=box.contact_point_id is not None)
+            return view, _uid_runs(s, mailbox_id, box.uidnext), _keywords(s, mailbox_id)
+
+    def status(self, mailbox_id: int, items: Iterable[str]) -> tuple[MailboxView, dict[str, int]] | None:
+        """STATUS data (RFC 9051 section 6.3.11) by aggregate queries: MESSAGES, UNSEEN,
+        DELETED and SIZE as asked; None once the mailbox is deleted."""
+        wanted = set(items)
+        with self.store.ro() as s:
+            box = s.get(m.Mailbox, mailbox_id)
+            if box is None:
+                return None
+            here = _E.mailbox_id == mailbox_id
+            columns = [func.count()]
+            if "UNSEEN" in wanted:
+                columns.append(func.sum(case((_E.flags.contains("\\Seen", autoescape=True), 0), else_=1)))
+            if "DELETED" in wanted:
+                columns.append(func.sum(case((_E.flags.contains("\\Deleted", autoescape=True), 1), else_=0)))
+            row = list(s.execute(select(*columns).where(here)).one())
+            values = {"MESSAGES": row.pop(0)}
+            for name in ("UNSEEN", "DELETED"):
+                if name in wanted:
+                    values[name] = row.pop(0) or 0
+            if "SIZE" in wanted:
+                values["SIZE"] = s.scalar(select(func.coalesce(func.sum(m.Content.size), 0)).join(
+                    _E, _E.sha256 == m.Content.sha256).where(here))
+            return _view(box, box.name, shared=box.contact_point_id is not None), values
+
+    def flag_states(self, mailbox_id: int, uids: list[int]) -> list[EntryState]:
+        """The current flags and MODSEQ of the given UIDs (those that still exist), in UID order."""
+        wanted = sorted(set(uids))
+        out: list[EntryState] = []
+        with self.store.ro() as s:
+            for chunk in range(0, len(wanted), 500):
+                out += [EntryState(uid, modseq, _flag_tuple(flags, keywords)) for uid, modseq, flags, keywords
+                        in s.execute(select(_E.uid, _E.modseq, _E.flags, _E.keywords).where(
+                            _E.mailbox_id == mailbox_id, _E.uid.in_(wanted[chunk:chunk + 500])).order_by(_E.uid))]
+        return out
 
     def changes(self, mailbox_id: int, since_modseq: int
                 ) -> tuple[MailboxView | None, list[EntryState], list[int]]:
@@ -236,18 +296,19 @@ class MailboxRepository:
                 .order_by(m.Expunged.uid)))
 
     def entries(self, mailbox_id: int, uids: Iterable[int]) -> list[EntryData]:
-        """FETCH data for the given UIDs (those that still exist), in UID order."""
+        """FETCH data for the given UIDs (those that still exist), in UID order.  Plain rows,
+        no ORM objects; a run of consecutive UIDs is one BETWEEN."""
         uid_list = sorted(set(uids))
         out: list[EntryData] = []
         with self.store.ro() as s:
             for chunk in range(0, len(uid_list), 500):
                 part = uid_list[chunk:chunk + 500]
-                rows = s.execute(select(m.MailboxEntry, m.Content).join(
-                    m.Content, m.Content.sha256 == m.MailboxEntry.sha256).where(
-                    m.MailboxEntry.mailbox_id == mailbox_id, m.MailboxEntry.uid.in_(part))
-                    .order_by(m.MailboxEntry.uid))
-                out += [EntryData(e.uid, e.modseq, _flags(e), e.internal_date, c.size, c.sha256,
-                                  c.header_size, c.envelope, c.body) for e, c in rows]
+                which = _E.uid.between(part[0], part[-1]) if part[-1] - part[0] == len(part) - 1 \
+                    else _E.uid.in_(part)
+                rows = s.execute(select(*_FETCH_COLUMNS).join(m.Content, m.Content.sha256 == _E.sha256).where(
+                    _E.mailbox_id == mailbox_id, which).order_by(_E.uid))
+                out += [EntryData(uid, modseq, _flag_tuple(flags, keywords), *rest)
+                        for uid, modseq, flags, keywords, *rest in rows]
         return out
 
     # --- flags -----------------------------------------------------------------------
@@ -282,6 +343,69 @@ class MailboxRepository:
                 changed.append(EntryState(e.uid, e.modseq, _flags(e)))
             return changed, refused
         return self.store._shared(unit)
+
+
+_E = m.MailboxEntry
+
+
+# The values as the driver returns them: JSON as text, the date without the UTC conversion.
+_FETCH_COLUMNS = (_E.uid, _E.modseq, _E.flags, _E.keywords, type_coerce(_E.internal_date, String),
+                  m.Content.size, m.Content.sha256, m.Content.header_size, cast(m.Content.envelope, Text),
+                  cast(m.Content.body, Text))
+
+
+def _uid_runs(s: Session, mailbox_id: int, uidnext: int) -> list[tuple[int, int]]:
+    """The mailbox's UIDs below `uidnext` as runs.  Every UID below UIDNEXT was given to one
+    entry, and an expunged entry leaves a tombstone (`expunged`), so when the entries and
+    the tombstones below UIDNEXT add up to UIDNEXT - 1, the UIDs are 1..UIDNEXT-1 without
+    the tombstones: a count and the (usually few) tombstones instead of every entry.  The
+    counts also hold across statements that see different commits (PostgreSQL's READ
+    COMMITTED): an expunge between them moves one from the one count to the other, which
+    shows as a mismatch, and then the entries' UIDs are read."""
+    below = (_E.mailbox_id == mailbox_id, _E.uid < uidnext)
+    live = s.scalar(select(func.count()).select_from(_E).where(*below)) or 0
+    if not live:
+        return []
+    gone_below = (m.Expunged.mailbox_id == mailbox_id, m.Expunged.uid < uidnext)
+    if (s.scalar(select(func.count()).select_from(m.Expunged).where(*gone_below)) or 0) <= live:
+        holes = list(s.scalars(select(m.Expunged.uid).where(*gone_below).order_by(m.Expunged.uid)))
+        if live + len(holes) == uidnext - 1:
+            return complement(holes, 1, uidnext - 1)
+    return runs_of(s.scalars(select(_E.uid).where(*below).order_by(_E.uid)))
+
+
+def _keywords(s: Session, mailbox_id: int) -> list[str]:
+    """The keywords set on the mailbox's messages (the partial index on entries that have
+    keywords, ix_mailbox_entries_keywords, keeps this cheap: most entries have none)."""
+    rows = s.scalars(select(_E.keywords).distinct().where(_E.mailbox_id == mailbox_id,
+                                                          _E.keywords != literal_column("''")))
+    return sorted({k for row in rows for k in row.split()})
+
+
+def runs_of(uids: Iterable[int]) -> list[tuple[int, int]]:
+    """(first, last) runs of consecutive values, for ascending `uids`."""
+    out: list[tuple[int, int]] = []
+    for uid in uids:
+        if out and uid == out[-1][1] + 1:
+            out[-1] = (out[-1][0], uid)
+        else:
+            out.append((uid, uid))
+    return out
+
+
+def complement(holes: Iterable[int], first: int, last: int) -> list[tuple[int, int]]:
+    """The runs of first..last without the ascending values `holes`."""
+    out: list[tuple[int, int]] = []
+    start = first
+    for hole in holes:
+        if hole < start or hole > last:
+            continue
+        if hole > start:
+            out.append((start, hole - 1))
+        start = hole + 1
+    if start <= last:
+        out.append((start, last))
+    return out
 
 
 def _apply(current: set[str], given: set[str], mode: str) -> set[str]:
@@ -325,4 +449,5 @@ def _new_mailbox(s: Session, account_id: int, name: str, now: dt.datetime) -> m.
     return box
 
 
-__all__ = ["MailboxRepository", "MailboxView", "EntryState", "EntryData", "Refused", "SYSTEM_FLAGS"]
+__all__ = ["MailboxRepository", "MailboxView", "EntryState", "EntryData", "Refused", "SYSTEM_FLAGS", "runs_of",
+           "complement"]

@@ -182,8 +182,7 @@ class MailboxEntry(Base):
     keywords: Mapped[str] = mapped_column(Text, default="")             # space-separated keywords
     modseq: Mapped[int] = mapped_column(BigInteger)
     internal_date: Mapped[dt.datetime]
-    __table_args__ = (UniqueConstraint("mailbox_id", "uid"),
-                      Index("ix_mailbox_entries_modseq", "mailbox_id", "modseq"))
+    __table_args__ = (UniqueConstraint("mailbox_id", "uid"), Index("ix_mailbox_entries_modseq", "mailbox_id", "modseq"), Index("ix_mailbox_entries_keywords", "mailbox_id", sqlite_where=keywords.column != "", postgresql_where=keywords.column != ""))
 
 
 class Expunged(Base):

@@ -11,7 +11,7 @@ from tests.imap.test_idle import deliver, set_flags_elsewhere
 def highestmodseq(bridge: RunningBridge) -> int:
     from bridge.store.mailboxes import MailboxRepository
     from tests.imap.test_idle import inbox
-    view, _ = MailboxRepository(bridge.store).state(inbox(bridge))
+    view = MailboxRepository(bridge.store).view(inbox(bridge))
     return view.highestmodseq
 
 
