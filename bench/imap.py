@@ -16,8 +16,9 @@ literals skipped by length, so the client costs little CPU):
   QRESYNC            100 flag changes are made through the store (as another session or node
                      would), then `SELECT INBOX (QRESYNC (uidvalidity highestmodseq))` on a fresh
                      connection: round trip and the FETCH responses it carried (should be 100)
-  IDLE memory        --idle-connections clients log in, SELECT INBOX (--idle-mailbox) and IDLE; server VmRSS after
-                     minus before, divided by the connections
+  IDLE memory        --idle-connections clients log in, SELECT INBOX (--idle-mailbox) and IDLE;
+                     the server's PSS after minus before (for Dovecot: summed over its
+                     processes), divided by the connections
 
 With `dovecot` on PATH, the same figures are measured for Dovecot started on loopback with a
 private configuration and the same messages in a Maildir; else it prints "dovecot not installed".
@@ -33,6 +34,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import os
+import pwd
 import random
 import re
 import resource
@@ -45,7 +47,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,18 +55,15 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from submit import (drop_pg_database, fresh_pg_database, make_home, make_messages,  # noqa: E402
-                    start_server)
+from common import (ANNA, JOBCENTER, drop_pg_database, free_ports, fresh_pg_database,  # noqa: E402
+                    listen_port, make_home, make_messages, start_server, stop_server)
 
 from bridge.clock import SystemClock  # noqa: E402
-from bridge.core.admin import Admin  # noqa: E402
 from bridge.core.mimeinfo import analyze  # noqa: E402
 from bridge.store import models as m  # noqa: E402
 from bridge.store.mailboxes import MailboxRepository  # noqa: E402
 from bridge.store.sql import SqlStore  # noqa: E402
 
-ANNA = "anna@borger.dp2.test"
-JOBCENTER = "jobcenter@kommune.dp2.test"
 PASSWORD = "Bench-Anna-Secret-1"
 BIG = "Bench100k"
 TARGETS = {"envelope": 10_000.0, "body": 5_000.0, "select_ms": 50.0, "idle_mb": 150.0}
@@ -210,23 +208,22 @@ class Raw:
         self.sock.close()
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def tree_rss_mb(pid: int) -> float:
-    """VmRSS of `pid` and its child processes (Dovecot runs one process per connection)."""
-    total = rss_mb(pid)
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size (PSS: shared pages divided among the processes that map them) of
+    `pid` and its descendants, in MB (MiB).  For one process it is about its RSS; for Dovecot,
+    which runs a process per connection, summing RSS would count its shared libraries once
+    per process."""
+    total = 0.0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            total = int(line.split()[1]) / 1024
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
     for child in children:
         try:
-            total += tree_rss_mb(int(child))
+            total += tree_pss_mb(int(child))
         except (OSError, ValueError):
             pass
     return total
@@ -266,7 +263,8 @@ def measure(port: int, ctx: ssl.SSLContext, password: str, pid: int, big: int,
         f.body_rate, f.body_mbs = r.fetches / r.seconds, r.received / r.seconds / 1e6
         caps = c.ok(b"CAPABILITY", keep=True).untagged
         has_qresync = any(b" QRESYNC" in line.upper() for line in caps)
-        sel = c.ok(b"SELECT INBOX", keep=True).untagged
+        # HIGHESTMODSEQ comes with SELECT once CONDSTORE is enabled (Dovecot sends it only then).
+        sel = c.ok(b"SELECT INBOX (CONDSTORE)" if has_qresync else b"SELECT INBOX", keep=True).untagged
     finally:
         c.close()
     f.qresync = qresync(port, ctx, password, sel, make_changes) if has_qresync else "n/a (no QRESYNC capability)"
@@ -345,12 +343,12 @@ async def idle_memory(port: int, ctx: ssl.SSLContext, password: str, pid: int, n
 
     errors = await batch(WARMUP)
     await asyncio.sleep(1.0)
-    before, warm_idling = tree_rss_mb(pid), idling[0]
+    before, warm_idling = tree_pss_mb(pid), idling[0]
     t0 = time.monotonic()
     errors += await batch(n)
     opened = time.monotonic() - t0
     await asyncio.sleep(1.0)
-    after = tree_rss_mb(pid)
+    after = tree_pss_mb(pid)
     for _, writer in conns:
         writer.close()
     try:
@@ -362,11 +360,74 @@ async def idle_memory(port: int, ctx: ssl.SSLContext, password: str, pid: int, n
     how = "in IDLE" if idling[0] == ok else f"{idling[0]} in IDLE, {ok - idling[0]} only SELECTed (IDLE refused)"
     extra = f", {len(errors)} failed: {errors[0]!r}"[:160] if errors else ""
     per = (after - before) / max(idle if idle == n else n - len(errors), 1)
-    return (f"{WARMUP} warm-up + {n} connections {how} on {mailbox}, server RSS {before:.0f} -> {after:.0f} MB; "
+    return (f"{WARMUP} warm-up + {n} connections {how} on {mailbox}, server PSS {before:.0f} -> {after:.0f} MB; "
             f"the {n} set up in {opened:.0f} s{extra}"), per
 
 
 # --- dovecot --------------------------------------------------------------------------------
+
+def dovecot_config(root: Path, base: Path, certs: Path, port: int, connections: int) -> str:
+    """A private Dovecot configuration: implicit TLS on `port`, static user and password,
+    Maildir under `base`, and the high-performance login mode (one imap-login process per
+    CPU serving many connections) that Dovecot's documentation recommends for many clients.
+    As root, Dovecot refuses to run its login processes or mail access as root: they run as
+    the package's users, and the mail belongs to the `dovecot` user."""
+    if os.getuid() == 0:
+        login_user, internal_user = "dovenull", "dovecot"
+        owner = pwd.getpwnam("dovecot")
+        uid, gid = owner.pw_uid, owner.pw_gid
+        (base / "home").mkdir(exist_ok=True)
+        for top in (base / "mail", base / "home"):
+            for path in [top, *top.rglob("*")]:
+                os.chown(path, uid, gid)
+        os.chmod(root, 0o711)                   # mkdtemp's 0700 would keep the mail user out
+        os.chmod(base, 0o711)
+    else:
+        login_user = internal_user = pwd.getpwuid(os.getuid()).pw_name
+        uid, gid = os.getuid(), os.getgid()
+    limit = connections + 100
+    return f"""\
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <{certs / 'server.pem'}
+ssl_key = <{certs / 'server.key'}
+mail_location = maildir:{base}/mail/%u
+first_valid_uid = {uid}
+default_internal_user = {internal_user}
+default_login_user = {login_user}
+default_client_limit = {limit * 2}
+passdb {{
+  driver = static
+  args = password={PASSWORD}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={base}/home/%u
+}}
+protocol imap {{
+  mail_max_userip_connections = {limit}
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = {port}
+    ssl = yes
+  }}
+  service_count = 0
+  process_min_avail = {os.cpu_count() or 1}
+  client_limit = {limit}
+}}
+service imap {{
+  process_limit = {limit}
+}}
+"""
+
 
 def run_dovecot(root: Path, certs: Path, messages: list[bytes], big: int, args: argparse.Namespace,
                 ctx: ssl.SSLContext) -> Figures | str:
@@ -390,45 +451,9 @@ def run_dovecot(root: Path, certs: Path, messages: list[bytes], big: int, args: 
             (folder / d).mkdir(parents=True, exist_ok=True)
         for i in range(big):
             os.link(mail / "cur" / names[i % len(names)], folder / "cur" / f"{now}.B{i}P1.bench:2,")
-    (port,) = _free_ports(1)
-    user = "root" if os.getuid() == 0 else os.environ.get("USER", "nobody")
+    (port,) = free_ports(1)
     conf = base / "dovecot.conf"
-    conf.write_text(f"""\
-base_dir = {base}/run
-state_dir = {base}/state
-log_path = {base}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = required
-ssl_cert = <{certs / 'server.pem'}
-ssl_key = <{certs / 'server.key'}
-mail_location = maildir:{base}/mail/%u
-first_valid_uid = {os.getuid()}
-default_internal_user = {user}
-default_login_user = {user}
-passdb {{
-  driver = static
-  args = password={PASSWORD}
-}}
-userdb {{
-  driver = static
-  args = uid={os.getuid()} gid={os.getgid()} home={base}/home/%u
-}}
-service imap-login {{
-  inet_listener imap {{
-    port = 0
-  }}
-  inet_listener imaps {{
-    port = {port}
-    ssl = yes
-  }}
-  process_limit = {max(args.idle_connections + 10, 100)}
-  client_limit = {max(args.idle_connections + 10, 1000)}
-}}
-service imap {{
-  process_limit = {max(args.idle_connections + 10, 1024)}
-}}
-""", encoding="utf-8")
+    conf.write_text(dovecot_config(root, base, certs, port, args.idle_connections), encoding="utf-8")
     with open(base / "stderr.log", "wb") as err:
         proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err,
                                 stdin=subprocess.DEVNULL)
@@ -459,17 +484,6 @@ service imap {{
             proc.wait()
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 # --- report ---------------------------------------------------------------------------------
 
 def report(name: str, f: Figures, messages: int, size: int) -> None:
@@ -496,19 +510,6 @@ def report(name: str, f: Figures, messages: int, size: int) -> None:
         print(f"                                ({f.idle})")
 
 
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(30)
-        if code != 0:
-            print(f"server exited {code}", file=sys.stderr)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def run(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="dp2bench-imap-"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -521,13 +522,12 @@ def run(args: argparse.Namespace) -> int:
         db_url = None
         if args.database_url:
             db_url, pg_name = fresh_pg_database(args.database_url)
-        home = make_home(root, db_url, args.log_level)
+        home = make_home(root, db_url, args.log_level, {ANNA: PASSWORD})
         url = db_url or f"sqlite:///{home / 'bridge.sqlite3'}"
         t0 = time.monotonic()
         messages = make_messages(args.messages, args.size, args.seed)
         store = SqlStore(url, SystemClock())
         try:
-            Admin(store, SystemClock(), "bench").set_password(ANNA, PASSWORD)
             seed(store, home / "blobs", messages, args.select_messages)
         finally:
             store.close()
@@ -535,8 +535,7 @@ def run(args: argparse.Namespace) -> int:
               f"{BIG}) in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         proc = start_server(home)
         print(f"server pid {proc.pid}", file=sys.stderr)
-        config = tomllib.loads((home / "bridge.toml").read_text())
-        port = int(config["imap"]["listen_implicit_tls"][0].rsplit(":", 1)[1])
+        port = listen_port(home, "imap", "listen_implicit_tls")
         ctx = ssl.create_default_context(cafile=str(home / "certs" / "ca.pem"))
 
         def changes() -> None:

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from submit import (ANNA_CPR_ADDR, JOBCENTER, drop_pg_database, fresh_pg_database, make_home,
+from common import (ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, drop_pg_database, fresh_pg_database, make_home,
                     make_messages)
 
 from bridge.app import build_service, mime_limits
@@ -31,8 +31,6 @@ from bridge.core.delivery import BATCH, CONCURRENCY, LEASE_SECONDS, DeliveryWork
 from bridge.core.service import SessionInfo
 from bridge.store.blobs import FileBlobStore
 from bridge.store.sql import SqlStore
-
-CASEWORKER = "sagsbehandler@kommune.dp2.test"
 
 
 class NoEvents:
@@ -48,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
         db_url = None
         if args.database_url:
             db_url, pg_name = fresh_pg_database(args.database_url)
-        home = make_home(root, db_url, "warning")
+        home = make_home(root, db_url, "warning", {})
         config = load_config(home / "bridge.toml")
         clock = SystemClock()
         store = SqlStore(db_url or f"sqlite:///{home / 'bridge.sqlite3'}", clock)

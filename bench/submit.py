@@ -26,160 +26,30 @@ import argparse
 import datetime as dt
 import os
 import queue
-import random
 import shutil
-import signal
 import smtplib
-import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, select, text
+from common import (ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, cpu_seconds, drop_pg_database,
+                    fresh_pg_database, listen_port, make_home, make_messages, proc_status_mb, start_server,
+                    stop_server)
+from sqlalchemy import select
 
-from bridge.admin.home import init_home, seed_demo
 from bridge.clock import SystemClock
-from bridge.core.admin import Admin
 from bridge.store import models as m
 from bridge.store.sql import SqlStore
 
-CASEWORKER = "sagsbehandler@kommune.dp2.test"
-JOBCENTER = "jobcenter@kommune.dp2.test"
-ANNA = "anna@borger.dp2.test"
-ANNA_CPR_ADDR = "0101701234@cpr.dp2.test"
 PASSWORD = "Bench-Caseworker-Secret-1"
 TARGETS = {"rate": 300.0, "p99_ms": 250.0, "rss_mb": 250.0}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 STALL_SECONDS = 30.0
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-# --- the home ------------------------------------------------------------------------
-
-def make_home(root: Path, database_url: str | None, level: str) -> Path:
-    home = root / "home"
-    init_home(home, demo=True, port_base=0, directory_domain="dp2.test", hostname="localhost")
-    url = database_url or "sqlite:///bridge.sqlite3"
-    if database_url:
-        store = SqlStore(database_url, SystemClock())
-        try:
-            store.migrate()
-            seed_demo(Admin(store, SystemClock(), "bench"), lambda s: None)
-        finally:
-            store.close()
-    smtp, smtps, imap, imaps = free_ports(4)
-    (home / "bridge.toml").write_text(f"""\
-[bridge]
-hostname = "localhost"
-directory_domain = "dp2.test"
-blob_dir = "blobs"
-
-[database]
-url = "{url}"
-
-[tls]
-cert_file = "certs/server.pem"
-key_file = "certs/server.key"
-ca_file = "certs/ca.pem"
-
-[smtp]
-listen_starttls = ["127.0.0.1:{smtp}"]
-listen_implicit_tls = ["127.0.0.1:{smtps}"]
-
-[imap]
-listen_starttls = ["127.0.0.1:{imap}"]
-listen_implicit_tls = ["127.0.0.1:{imaps}"]
-
-[logging]
-level = "{level}"
-""", encoding="utf-8")
-    store = SqlStore(database_url or f"sqlite:///{home / 'bridge.sqlite3'}", SystemClock())
-    try:
-        Admin(store, SystemClock(), "bench").set_password(CASEWORKER, PASSWORD)
-    finally:
-        store.close()
-    return home
-
-
-def fresh_pg_database(server_url: str) -> tuple[str, str]:
-    """(url of a new empty database on the server of `server_url`, its name)."""
-    name = f"dp2bench_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return f"{server_url.rsplit('/', 1)[0]}/{name}", name
-
-
-def drop_pg_database(server_url: str, name: str) -> None:
-    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
-
-
-# --- the server ----------------------------------------------------------------------
-
-def start_server(home: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "bridge", "serve", "--config", str(home / "bridge.toml")]
-    with open(home / "server.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                                cwd=home)
-    assert proc.stdout is not None
-    for line in proc.stdout:                 # the server prints only the listeners and "ready"
-        if line.strip() == b"ready":
-            return proc
-    raise SystemExit(f"the server exited ({proc.wait()}) before ready; see {home / 'server.log'}")
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of process `pid`, all threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK     # utime, stime (fields 14, 15)
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 # --- the clients -----------------------------------------------------------------------
-
-def make_messages(n: int, size: int, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
-    pool = bytes(rng.choice(alphabet) for _ in range(76 * 4096))
-    out = []
-    for i in range(n):
-        head = (f"From: Jobcenter <{JOBCENTER}>\r\nTo: <{ANNA_CPR_ADDR}>\r\nSubject: Bench {i}\r\n"
-                f"Message-ID: <bench-{i}-{uuid.uuid4()}@client.test>\r\n"
-                f"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
-                f"Content-Type: text/plain; charset=us-ascii\r\n\r\n").encode()
-        lines, left = [], max(size - len(head), 78)
-        while left > 0:
-            start = rng.randrange(0, len(pool) - 76)
-            lines.append(pool[start:start + min(76, max(left - 2, 1))] + b"\r\n")
-            left -= len(lines[-1])
-        out.append(head + b"".join(lines))
-    return out
-
 
 class Client(threading.Thread):
     def __init__(self, port: int, ctx: ssl.SSLContext, work: queue.Queue[int], messages: list[bytes],
@@ -275,11 +145,11 @@ def run(args: argparse.Namespace) -> int:
         db_url = None
         if args.database_url:
             db_url, pg_name = fresh_pg_database(args.database_url)
-        home = make_home(root, db_url, args.log_level)
+        home = make_home(root, db_url, args.log_level, {CASEWORKER: PASSWORD})
         messages = make_messages(args.messages, args.size, args.seed)
         proc = start_server(home)
         print(f"server pid {proc.pid} (e.g. `py-spy record --gil -p {proc.pid}`)", file=sys.stderr)
-        port = int((home / "bridge.toml").read_text().split('listen_starttls = ["127.0.0.1:')[1].split('"')[0])
+        port = listen_port(home, "smtp", "listen_starttls")
         store = SqlStore(db_url or f"sqlite:///{home / 'bridge.sqlite3'}", SystemClock())
         poller = Poller(store, args.poll_ms / 1000)
         ctx = ssl.create_default_context(cafile=str(home / "certs" / "ca.pem"))
@@ -310,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         cpu1 = cpu_seconds(proc.pid)
         poller.stop.set()
         poller.join()
-        rss = peak_rss_mb(proc.pid)
+        rss = proc_status_mb(proc.pid, "VmHWM")
         missing = len(sent.keys() - poller.visible.keys())
 
         n = len(acked)
@@ -345,16 +215,7 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code = proc.wait(30)
-                if code != 0:
-                    print(f"  server exited {code}; log in {root / 'home' / 'server.log'}", file=sys.stderr)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            stop_server(proc, root / "home" / "server.log")
         if pg_name:
             drop_pg_database(args.database_url, pg_name)
         if args.keep:
