@@ -68,7 +68,11 @@ session_id, details, prev_hash, hash), then one final line:
 The signed head is the whole chain's head even with --since; "count" is
 the number of events in the chain up to that head.  Keep exports outside
 this server: `dp2bridge audit verify --head FILE` later proves that nothing
-up to that head was removed.
+up to that head was removed.  Without dp2bridge, an auditor checks the head
+with openssl: write the signed_head (sorted keys, no spaces) to head.json and
+the decoded signature to head.sig, then run
+  openssl cms -verify -binary -inform DER -in head.sig -content head.json \\
+      -CAfile <home>/certs/tenants/<tenant>/ca.pem
 
 examples:
   dp2bridge audit export --tenant kommune --output kommune.jsonl

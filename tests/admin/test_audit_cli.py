@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import io
 import json
+import shutil
 import smtplib
 import sys
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from sqlalchemy import delete, update
 from bridge.admin import audit
 from bridge.admin.cli import main
 from bridge.core.audit import GENESIS, event_from_row, link_hash
-from bridge.crypto.evidence import load_tenant_pki, verify_detached
+from bridge.crypto.evidence import ensure_tenant_pki, load_tenant_pki, verify_detached
 from bridge.store import auditlog
 from bridge.store import models as m
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
@@ -75,8 +76,19 @@ def traffic(bridge: RunningBridge, cli: Cli) -> RunningBridge:
     with login(bridge, ANNA) as c:
         c.sendmail(ANNA, [JOBCENTER], message(ANNA, JOBCENTER, "Svar"))
     assert cli("account", "app-password", "add", ANNA, "phone").code == 0
-    wait_for(lambda: bridge.store.pending_jobs() == 0, timeout=5)
+    settled(bridge)
     return bridge
+
+
+def settled(bridge: RunningBridge) -> None:
+    """Wait until no delivery is pending and no audit head has moved for a moment: receipts
+    are issued after deliveries, by their own worker, and append events of their own."""
+    seen: list[Any] = []
+
+    def still() -> bool:
+        seen.append((bridge.store.pending_jobs(), bridge.store.audit_heads()))
+        return len(seen) > 1 and seen[-1] == seen[-2] and seen[-1][0] == 0
+    wait_for(still, timeout=10, interval=0.4)
 
 
 def heads(bridge: RunningBridge) -> dict[str, tuple[int, str]]:
@@ -188,7 +200,7 @@ def test_long_chains_are_walked_in_pages_with_progress(traffic: RunningBridge, c
     assert r.code == 1 and f"first broken link at seq {seq} (row id {last['id']}" in r.out
 
 
-def test_unknown_tenant_is_refused(traffic: RunningBridge, cli: Cli) -> None:
+def test_unknown_tenant_is_refused(bridge: RunningBridge, cli: Cli) -> None:
     r = cli("audit", "verify", "--tenant", "nosuch")
     assert r.code == 1 and "there is no audit chain 'nosuch'" in r.err and r.out == ""
 
@@ -223,7 +235,7 @@ def test_export_since_limits_events_not_the_head(traffic: RunningBridge, cli: Cl
     assert f"audit export: kommune: {len(events)} events written" in r.err
 
 
-def test_export_refuses_bad_arguments(traffic: RunningBridge, cli: Cli) -> None:
+def test_export_refuses_bad_arguments(bridge: RunningBridge, cli: Cli) -> None:
     r = cli("audit", "export", "--tenant", "kommune", "--format", "csv")
     assert r.code == 2 and "invalid choice: 'csv'" in r.err and r.out == ""
     r = cli("audit", "export", "--tenant", "kommune", "--since", "yesterday")
@@ -237,7 +249,7 @@ def test_deleting_the_newest_event_and_fixing_the_head_is_caught_by_an_export(
     path, _ = export(cli, tmp_path)
     ok = cli("audit", "verify", "--head", path)
     assert ok.code == 0, ok.out
-    assert ok.out.splitlines()[-1].startswith(f"ok: kommune: still holds the exported head seq ")
+    assert ok.out.splitlines()[-1].startswith("ok: kommune: still holds the exported head seq ")
     seq = delete_newest(traffic, "kommune")
     assert cli("audit", "verify").code == 0                  # the chain itself looks whole now
     r = cli("audit", "verify", "--head", path)
@@ -255,7 +267,7 @@ def test_a_replaced_newest_event_is_caught_by_an_export(traffic: RunningBridge, 
     assert r.code == 1 and f"FAIL: kommune: seq {seq} changed: its hash is not the one the export" in r.out
 
 
-def test_a_forged_export_fails_its_signature(traffic: RunningBridge, cli: Cli, tmp_path: Path) -> None:
+def test_a_forged_export_fails_its_signature(bridge: RunningBridge, cli: Cli, tmp_path: Path) -> None:
     path, lines = export(cli, tmp_path)
     for forge in ("seq", "hash", "count", "exported_at", "signature"):
         final = json.loads(json.dumps(lines[-1]))
@@ -276,17 +288,36 @@ def test_a_forged_export_fails_its_signature(traffic: RunningBridge, cli: Cli, t
         assert "ok: kommune:" not in r.out
 
 
-def test_an_export_signed_by_another_tenant_does_not_count(traffic: RunningBridge, cli: Cli, tmp_path: Path) -> None:
-    path, lines = export(cli, tmp_path)
-    borger = load_tenant_pki(traffic.config.home / "certs", "borger")
-    head = lines[-1]["signed_head"]
-    lines[-1]["signature"] = base64.b64encode(borger.sign(audit.head_bytes(head))).decode()
+def resign(path: Path, lines: list[dict[str, Any]], pki: Any) -> None:
+    lines[-1]["signature"] = base64.b64encode(pki.sign(audit.head_bytes(lines[-1]["signed_head"]))).decode()
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_an_export_signed_by_another_tenant_does_not_count(bridge: RunningBridge, cli: Cli, tmp_path: Path) -> None:
+    path, lines = export(cli, tmp_path)
+    resign(path, lines, load_tenant_pki(bridge.config.home / "certs", "borger"))
     r = cli("audit", "verify", "--head", path)
     assert r.code == 1 and "does not verify: signed by a certificate not issued by" in r.out
 
 
-def test_a_cut_or_foreign_export_is_refused(traffic: RunningBridge, cli: Cli, tmp_path: Path) -> None:
+def test_only_the_evidence_certificate_may_sign_not_another_of_the_tenant_ca(
+        bridge: RunningBridge, cli: Cli, tmp_path: Path) -> None:
+    path, lines = export(cli, tmp_path)
+    ours = bridge.config.home / "certs" / "tenants" / "kommune"
+    theirs = tmp_path / "certs" / "tenants" / "kommune"          # the same CA, a key of someone else's
+    theirs.mkdir(parents=True)
+    for name in ("ca.pem", "ca.key"):
+        shutil.copy(ours / name, theirs / name)
+    other = ensure_tenant_pki(tmp_path / "certs", "kommune", "Mallory", "mallory@kommune.dp2.test")
+    assert other.cert_pem() != load_tenant_pki(bridge.config.home / "certs", "kommune").cert_pem()
+    resign(path, lines, other)
+    r = cli("audit", "verify", "--head", path)
+    assert r.code == 1
+    assert "does not verify: signed by CN=Mallory evidence (dp2bridge), which is not the evidence " \
+           "certificate of kommune" in r.out
+
+
+def test_a_cut_or_foreign_export_is_refused(bridge: RunningBridge, cli: Cli, tmp_path: Path) -> None:
     path, lines = export(cli, tmp_path)
     path.write_text("".join(json.dumps(line) + "\n" for line in lines[:-1]))
     r = cli("audit", "verify", "--head", path)
