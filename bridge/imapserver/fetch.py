@@ -130,10 +130,8 @@ async def fetch(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
                     sel.tell(d.uid, d.modseq)
         for batch in _batches(data, items):
             lines = await s.blocking(_render, s.ctx.blobs, batch, items, with_flags, newly_seen)
-            for d, line in zip(batch, lines):
-                seq = sel.seq_of(d.uid)
-                if seq is not None:
-                    s.conn.write(b"* %d FETCH (" % seq + line + b")")
+            s.conn.write_lines([b"* %d FETCH (%b)" % (seq, line) for d, line in zip(batch, lines)
+                                if (seq := sel.seq_of(d.uid)) is not None])
             del lines
             await s.conn.drain()          # back-pressure: a client that does not read stalls here
     if uid:

@@ -92,6 +92,11 @@ class Connection:
         """Queue a line; the session drains after each command."""
         self.writer.write(line + b"\r\n")
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Queue many lines as one write: one pass through TLS, not one small record each."""
+        if lines:
+            self.writer.write(b"\r\n".join(lines) + b"\r\n")
+
     async def drain(self) -> None:
         await self.writer.drain()
 
