@@ -153,7 +153,8 @@ async def _mark_seen(s: "ImapSession", uids: list[int]) -> set[int]:
     sel = s.selected
     if not uids or sel is None:
         return set()
-    changed, _ = await s.blocking(s.ctx.mailboxes.store_flags, sel.mailbox.id, uids, "+", ["\\Seen"])
+    changed, _ = await s.blocking(s.ctx.mailboxes.store_flags, sel.mailbox.id, uids, "+", ["\\Seen"], None,
+                                  s.account_id())
     if changed:
         s.notify_changed()
     return {e.uid for e in changed}

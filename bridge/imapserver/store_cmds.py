@@ -106,7 +106,7 @@ async def store(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> str:
     refused: list[int] = []
     if uids:
         changed, refused = await s.blocking(s.ctx.mailboxes.store_flags, sel.mailbox.id, uids, mode,
-                                            flags, unchanged_since)
+                                            flags, unchanged_since, s.account_id())
         unchanged: list[EntryState] = []
         if not silent:                              # FETCH FLAGS for every message addressed
             done = {e.uid for e in changed} | set(refused)
@@ -215,7 +215,7 @@ async def _copy(s: "ImapSession", args: Reader, uid: bool, move: bool) -> str:
     verb = "MOVE" if move else "COPY"
     if not uids:
         return f"{verb} completed"
-    done = await s.blocking(_writer(s).copy, sel.mailbox.id, uids, target.id, move)
+    done = await s.blocking(_writer(s).copy, sel.mailbox.id, uids, target.id, move, s.account_id())
     for filed in done.filed:
         s.ctx.events.publish(filed)
     code = f"[COPYUID {done.uidvalidity} {uid_set_text(done.source_uids)} {uid_set_text(done.target_uids)}]"

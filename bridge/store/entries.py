@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from bridge.core.audit import AuditEvent
 from bridge.core.messages import Filed
-from bridge.store import models as m
+from bridge.store import models as m, receipts
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,12 @@ class EntryWriter:
 
     # --- copy and move ------------------------------------------------------------
 
-    def copy(self, source_id: int, uids: list[int], target_id: int, move: bool = False) -> Copied:
+    def copy(self, source_id: int, uids: list[int], target_id: int, move: bool = False,
+             actor: int | None = None) -> Copied:
         """Copy (or move) the given entries into the target mailbox with their flags,
-        keywords and internal dates, under new UIDs in ascending order."""
+        keywords and internal dates, under new UIDs in ascending order.  Staff (`actor`)
+        moving a message out of a contact point's INBOX (not to Trash) is handling
+        started, recorded in the same transaction (store/receipts.py)."""
         def unit(s: Session) -> Copied:
             boxes = {b.id: b for b in s.scalars(select(m.Mailbox).where(
                 m.Mailbox.id.in_({source_id, target_id})).order_by(m.Mailbox.id).with_for_update()
@@ -128,6 +131,10 @@ class EntryWriter:
             if move:
                 s.flush()
                 _remove(s, source, src)
+                if source.contact_point_id is not None and source.name == "INBOX" and \
+                        target.special_use != "\\Trash":
+                    for e, _ in rows:
+                        receipts.handling(self.store, s, source.contact_point_id, e.message_id, actor, "move")
             return Copied(target.uidvalidity, src, dst, filed)
         return self.store._shared(unit)
 

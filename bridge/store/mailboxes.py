@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bridge.core import mailboxnames as names
-from bridge.store import models as m
+from bridge.store import models as m, receipts
 
 SHARED_PREFIX = names.SHARED_PREFIX
 # Mailboxes every account keeps: neither deleted nor renamed (besides the special-use ones).
@@ -314,9 +314,12 @@ class MailboxRepository:
     # --- flags -----------------------------------------------------------------------
 
     def store_flags(self, mailbox_id: int, uids: list[int], mode: str, flags: list[str],
-                    unchanged_since: int | None = None) -> tuple[list[EntryState], list[int]]:
+                    unchanged_since: int | None = None,
+                    actor: int | None = None) -> tuple[list[EntryState], list[int]]:
         """Set (mode "="), add ("+") or remove ("-") flags.  Returns (changed entries with
-        their new MODSEQ, UIDs refused because they changed after `unchanged_since`)."""
+        their new MODSEQ, UIDs refused because they changed after `unchanged_since`).
+        \\Seen and $Handling added by the account `actor` may owe receipts (a read with
+        consent, handling started), recorded in the same transaction (store/receipts.py)."""
         system = {f for f in flags if f.startswith("\\")}
         keywords = {f for f in flags if not f.startswith("\\")}
 
@@ -324,7 +327,7 @@ class MailboxRepository:
             # populate_existing: units sharing the session may have changed rows with Core statements.
             box = s.scalars(select(m.Mailbox).where(m.Mailbox.id == mailbox_id).with_for_update()
                             .execution_options(populate_existing=True)).one()
-            changed, refused = [], []
+            changed, refused, meaningful = [], [], []
             wanted = sorted(set(uids))
             rows = [e for chunk in range(0, len(wanted), 500) for e in s.scalars(select(m.MailboxEntry).where(
                 m.MailboxEntry.mailbox_id == mailbox_id, m.MailboxEntry.uid.in_(wanted[chunk:chunk + 500]))
@@ -337,13 +340,22 @@ class MailboxRepository:
                 new_kw = _apply(set(e.keywords.split()), keywords, mode)
                 if new_sys == set(e.flags.split()) and new_kw == set(e.keywords.split()):
                     continue
+                added = (new_sys - set(e.flags.split())) | {k.lower() for k in new_kw - set(e.keywords.split())}
+                if added & _MEANINGFUL:
+                    meaningful.append((e.message_id, {f if f.startswith("\\") else f.lower()
+                                                      for f in added}))
                 box.highestmodseq += 1
                 e.flags, e.keywords, e.modseq = " ".join(sorted(new_sys)), " ".join(sorted(new_kw)), \
                     box.highestmodseq
                 changed.append(EntryState(e.uid, e.modseq, _flags(e)))
+            if meaningful:
+                receipts.after_flags(self.store, s, box, meaningful, actor)
             return changed, refused
         return self.store._shared(unit)
 
+
+# Flags whose addition matters beyond the mailbox (receipts): a read, handling started.
+_MEANINGFUL = {"\\Seen", receipts.HANDLING_KEYWORD.lower()}
 
 _E = m.MailboxEntry
 

@@ -336,13 +336,14 @@ HANDLING_KEYWORD = "$Handling"
 
 def after_flags(store: Any, s: Session, box: Any, added: list[tuple[int, set[str]]],
                 actor_account_id: int | None, protocol: str = "imap") -> None:
-    """Flags were added to entries of `box` ((message pk, flags added) pairs) by the account
+    """Flags were added to entries of `box` ((message pk, flags added; keywords lowercased)
+    pairs) by the account
     `actor_account_id`: a citizen's \\Seen is a read (evidence only with consent), staff's
     $Handling on a contact point's message is handling started."""
     for message_pk, flags in added:
         if "\\Seen" in flags and box.account_id is not None:
             _read(store, s, box.account_id, message_pk, protocol, read_mode="consent")
-        if HANDLING_KEYWORD in flags and box.contact_point_id is not None:
+        if HANDLING_KEYWORD.lower() in flags and box.contact_point_id is not None:
             handling(store, s, box.contact_point_id, message_pk, actor_account_id, "keyword", protocol)
 
 
@@ -408,7 +409,8 @@ def handling(store: Any, s: Session, contact_point_id: int, message_pk: int, act
     address, name, _, chain, policy = cp
     actor = s.execute(select(m.Account.login, m.Account.display_name).where(
         m.Account.id == actor_account_id)).first() if actor_account_id else None
-    person = actor[1] or actor[0] if actor and (policy or {}).get("handling_names_caseworker") else None
+    named = bool(actor) and bool((policy or {}).get("handling_names_caseworker"))
+    person = (actor[1] or actor[0]) if named else None
     event = AuditEvent(time=store.clock.now(), chain=chain, kind="handling", result="ok",
                        actor=actor[0] if actor else None, subject=address, message_uuid=msg[0],
                        protocol=protocol, details={"how": how, "contact_point": address})

@@ -9,6 +9,7 @@ import email
 import email.policy
 import subprocess
 import sys
+from typing import Any
 
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
 from tests.helpers.imap import imap_client
@@ -87,9 +88,15 @@ def anna_writes(bridge: RunningBridge, subject: str) -> str:
         return send(c, ANNA, JOBCENTER, message(ANNA, JOBCENTER, subject))
 
 
-def handling_receipts(bridge: RunningBridge) -> list[bytes]:
-    return [bridge.app.blobs.get(e["sha256"]) for e in bridge.store.mailbox_entries(ANNA, "Receipts")
-            if b"X-DP2-Receipt: HandlingStarted" in bridge.app.blobs.get(e["sha256"])]
+def handling_receipts(bridge: RunningBridge) -> list[Any]:
+    """The evidence of Anna's HandlingStarted receipts, oldest first."""
+    from bridge.receipts.parse import parse_receipt
+    out = []
+    for e in bridge.store.mailbox_entries(ANNA, "Receipts"):
+        raw = bridge.app.blobs.get(e["sha256"])
+        if b"X-DP2-Receipt: HandlingStarted" in raw:
+            out.append(parse_receipt(raw).evidence)
+    return out
 
 
 def test_moving_a_citizens_message_out_of_the_shared_inbox_tells_her_who_handles_it(bridge: RunningBridge) -> None:
@@ -106,8 +113,9 @@ def test_moving_a_citizens_message_out_of_the_shared_inbox_tells_her_who_handles
     got = wait_for(lambda: handling_receipts(bridge), timeout=10)
     settle(bridge)
     assert len(handling_receipts(bridge)) == 1
-    assert b"Jobcenter" in got[0]
-    assert b"Sagsbehandler Demo" not in got[0]          # the policy is off by default
+    assert got[0].handler == "Jobcenter" and got[0].recipient.address == JOBCENTER
+    assert got[0].handler_person is None                # the policy is off by default
+    assert got[0].issuer == "kommune"                   # the authority attests it
 
     # With the tenant's policy on, the caseworker is named; $Handling counts as taking it.
     cli(bridge, "tenant", "policy", "kommune", "handling_names_caseworker=true")
@@ -125,4 +133,4 @@ def test_moving_a_citizens_message_out_of_the_shared_inbox_tells_her_who_handles
     settle(bridge)
     receipts = handling_receipts(bridge)
     assert len(receipts) == 2
-    assert b"Sagsbehandler Demo" in receipts[1] and b"Jobcenter" in receipts[1]
+    assert receipts[1].handler == "Jobcenter" and receipts[1].handler_person == "Sagsbehandler Demo"
