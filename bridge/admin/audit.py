@@ -108,21 +108,26 @@ def walk(state: ChainState, rows: Iterable[dict[str, Any]], progress: Progress) 
     to its stored head, then the head itself."""
     prev, expected, last = GENESIS, 1, None
     for row in rows:
-        if row["seq"] != expected:
-            gap = str(expected) if row["seq"] == expected + 1 else f"{expected}..{row['seq'] - 1}"
-            return expected - 1, Break(state.chain, expected, f"missing: seq {gap} is not in the "
-                                       f"database (deleted); the chain jumps to seq {row['seq']}", row)
-        if row["prev_hash"] != prev:
-            return expected - 1, Break(state.chain, expected, "broken link: its prev_hash is not the "
-                                       f"hash of seq {expected - 1} (an event before it was rewritten "
-                                       "or this one was replaced)", row)
-        if link_hash(prev, event_from_row(row)) != row["hash"]:
-            return expected - 1, Break(state.chain, expected, "changed: its content does not match its "
-                                       "hash (the event was altered after it was written)", row)
+        problem = _link_problem(row, expected, prev)
+        if problem:
+            return expected - 1, Break(state.chain, expected, problem, row)
         prev, last, expected = row["hash"], row, expected + 1
         if (expected - 1) % PROGRESS_EVERY == 0:
             progress(state.chain, expected - 1)
     return expected - 1, _check_head(state, expected - 1, prev, last)
+
+
+def _link_problem(row: dict[str, Any], expected: int, prev: str) -> str | None:
+    """What is wrong with `row` as link number `expected` after hash `prev`, else None."""
+    if row["seq"] != expected:
+        return (f"missing: seq {_span(expected, row['seq'] - 1)} not in the database (deleted); "
+                f"the chain jumps to seq {row['seq']}")
+    if row["prev_hash"] != prev:
+        return (f"broken link: its prev_hash is not the hash of seq {expected - 1} (an event before "
+                f"it was rewritten or this one was replaced)")
+    if link_hash(prev, event_from_row(row)) != row["hash"]:
+        return "changed: its content does not match its hash (the event was altered after it was written)"
+    return None
 
 
 def _check_head(state: ChainState, count: int, prev: str, last: dict[str, Any] | None) -> Break | None:
@@ -131,16 +136,19 @@ def _check_head(state: ChainState, count: int, prev: str, last: dict[str, Any] |
         return Break(state.chain, count + 1, "no head: audit_heads has no row for this chain (deleted?), "
                      "so events missing at its end cannot be ruled out", last)
     if head[0] > count:
-        gap = str(head[0]) if head[0] == count + 1 else f"{count + 1}..{head[0]}"
-        return Break(state.chain, count + 1, f"missing: seq {gap} is not in the database (deleted at the "
-                     f"end); the stored head is seq {head[0]}", last)
+        return Break(state.chain, count + 1, f"missing: seq {_span(count + 1, head[0])} not in the database "
+                     f"(deleted at the end); the stored head is seq {head[0]}", last)
     if head[1] != prev:
         return Break(state.chain, count, "head mismatch: the newest event's hash is not the one the "
                      "stored head recorded (the event was replaced)", last)
     if state.max_seq > head[0]:
-        return Break(state.chain, head[0] + 1, f"unrecorded: seq {head[0] + 1}..{state.max_seq} lie beyond "
+        return Break(state.chain, head[0] + 1, f"unrecorded: seq {_span(head[0] + 1, state.max_seq)} beyond "
                      "the stored head (inserted behind the bridge's back)", None)
     return None
+
+
+def _span(first: int, last: int) -> str:
+    return f"{first} is" if first == last else f"{first}..{last} are"
 
 
 # --- verify ----------------------------------------------------------------------
@@ -158,6 +166,8 @@ def cmd_verify(ctx: Context) -> int:
     if tenant and not states:
         raise AdminError(f"there is no audit chain {tenant!r}; its tenant has recorded no events, or the "
                          f"name is wrong (see `dp2bridge tenant list`)")
+    if not states:
+        print("audit verify: no audit events yet: nothing to verify", file=sys.stderr)
     failed = False
     for state in states:
         failed |= not _verify_chain(ctx.store, state)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 
 from bridge.admin import audit
 from bridge.admin.cli import main
@@ -180,6 +180,25 @@ def test_deleting_the_newest_event_is_caught_by_the_stored_head(traffic: Running
     assert r.code == 1
     assert f"FAIL: kommune: first broken link at seq {seq} " in r.out
     assert f"missing: seq {seq} is not in the database (deleted at the end)" in r.out
+
+
+def test_an_event_beyond_the_head_and_a_deleted_head_are_named(bridge: RunningBridge, cli: Cli) -> None:
+    seq, digest = heads(bridge)["kommune"]
+    last = next(e for e in bridge.store.audit_events("kommune") if e["seq"] == seq)
+    forged = {**{k: v for k, v in last.items() if k != "id"}, "seq": seq + 1, "prev_hash": digest,
+              "kind": "login", "details": {}}
+    forged["hash"] = link_hash(digest, event_from_row(forged))     # a well-formed link, but unrecorded
+    tamper(bridge, insert(EV).values(**forged))
+    tamper(bridge, delete(HEADS).where(HEADS.c.chain == "borger"))
+    r = cli("audit", "verify")
+    assert r.code == 1
+    fail = sorted(line for line in r.out.splitlines() if line.startswith("FAIL:"))
+    n = len(bridge.store.audit_events("borger"))
+    assert fail[0].startswith(f"FAIL: borger: first broken link at seq {n + 1} (nearest event seq {n}:")
+    assert fail[0].endswith("no head: audit_heads has no row for this chain (deleted?), so events missing "
+                            "at its end cannot be ruled out")
+    assert fail[1] == (f"FAIL: kommune: first broken link at seq {seq + 1}: unrecorded: seq {seq + 1} "
+                       f"is beyond the stored head (inserted behind the bridge's back)")
 
 
 def test_long_chains_are_walked_in_pages_with_progress(traffic: RunningBridge, cli: Cli,
