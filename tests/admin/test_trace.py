@@ -19,6 +19,7 @@ import pytest
 
 from bridge.admin.cli import main
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
+from tests.helpers.imap import imap_client
 from tests.helpers.smtp import login, message, wait_for
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z$")
@@ -90,17 +91,31 @@ def table_rows(out: str) -> list[dict[str, str]]:
     return rows
 
 
+def read_inbox(bridge: RunningBridge) -> None:
+    """Anna's client opens her newest letter (FETCH BODY[] sets \\Seen)."""
+    c = imap_client(bridge, ANNA)
+    try:
+        typ, data = c.select("INBOX")
+        assert typ == "OK"
+        assert c.fetch(data[0].decode(), "(BODY[])")[0] == "OK"
+    finally:
+        c.logout()
+
+
 def test_trace_tells_a_letters_story_in_order(bridge: RunningBridge, cli: Cli) -> None:
+    assert cli("consent", "grant", ANNA, "kommune").code == 0
     uuid = letter(bridge)
+    read_inbox(bridge)
+    settled(bridge)
     r = cli("trace", uuid)
     assert r.code == 0, r.err
     assert f"message:    {uuid}" in r.out and "Message-ID: <trace-1@kommune.test>" in r.out
     assert "subject:    Indkaldelse" in r.out
     rows = table_rows(r.out)
     events = [row["EVENT"] for row in rows]
-    story = [e for e in events if e in ("submitted", "accepted", "delivered: inbox", "delivered: Sent copy")]
-    assert story[:2] == ["submitted", "accepted"]
-    assert sorted(story[2:]) == ["delivered: Sent copy", "delivered: inbox"]
+    story = [e for e in events if e in ("submitted", "accepted", "delivered: inbox", "delivered: Sent copy", "read")]
+    assert story[:2] == ["submitted", "accepted"] and story[-1] == "read"
+    assert sorted(story[2:-1]) == ["delivered: Sent copy", "delivered: inbox"]
     times = [row["TIME (UTC)"] for row in rows]
     assert all(TIME.match(t) for t in times) and times == sorted(times)
     by_event = {row["EVENT"]: row for row in rows}
@@ -109,6 +124,9 @@ def test_trace_tells_a_letters_story_in_order(bridge: RunningBridge, cli: Cli) -
     assert by_event["delivered: inbox"]["ACTOR"] == "delivery"
     assert by_event["delivered: inbox"]["WHERE"] == f"{ANNA} INBOX (worker)"
     assert by_event["delivered: Sent copy"]["WHERE"] == f"{CASEWORKER} Sent (worker)"
+    assert (by_event["read"]["ACTOR"], by_event["read"]["WHERE"]) == (ANNA, f"{ANNA} (imap)")
+    receipts = [row["DETAILS"] for row in rows if row["EVENT"] == "receipt issued"]
+    assert any(d.startswith("event=ContentAccessTracking evidence_id=") for d in receipts), receipts
     assert "sha256" not in r.out.split("TIME (UTC)")[1]            # details are short
 
 
