@@ -31,6 +31,9 @@ LABELS = {
 }
 SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "key", "credentials"}
 HIDDEN_DETAILS = {"mailbox", "recipient_chain", "sha256", "header_from", "mail_from", "message_id"}
+READ_CONSENT = {"consent": "standing consent: the sender is told",
+                "mdn": "the reader's own MDN: the sender is told",
+                "none": "no consent: the sender is not told"}
 MAX_VALUE, MAX_DETAILS = 60, 120
 COLUMNS = (("time", "TIME (UTC)"), ("event", "EVENT"), ("result", "RESULT"), ("actor", "ACTOR"),
            ("where", "WHERE"), ("summary", "DETAILS"))
@@ -115,6 +118,8 @@ def _where(e: dict[str, Any]) -> str:
 
 def summary(kind: str, details: dict[str, Any]) -> str:
     """The details of an event in one short line, secrets left out."""
+    if kind == "read" and details.get("consent") in READ_CONSENT:
+        return READ_CONSENT[details["consent"]]
     if kind == "receipt.issued":
         shown = {k: details.get(k) for k in ("event", "evidence_id", "to")}
     elif kind in ("delivery.deferred", "delivery.failed"):

@@ -125,6 +125,7 @@ def test_trace_tells_a_letters_story_in_order(bridge: RunningBridge, cli: Cli) -
     assert by_event["delivered: inbox"]["WHERE"] == f"{ANNA} INBOX (worker)"
     assert by_event["delivered: Sent copy"]["WHERE"] == f"{CASEWORKER} Sent (worker)"
     assert (by_event["read"]["ACTOR"], by_event["read"]["WHERE"]) == (ANNA, f"{ANNA} (imap)")
+    assert by_event["read"]["DETAILS"] == "standing consent: the sender is told"
     receipts = [row["DETAILS"] for row in rows if row["EVENT"] == "receipt issued"]
     assert any(d.startswith("event=ContentAccessTracking evidence_id=") for d in receipts), receipts
     assert "sha256" not in r.out.split("TIME (UTC)")[1]            # details are short
