@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, PASSWORDS, RunningBridge
 from tests.helpers.imap import Transcript, imap_client
 from tests.helpers.smtp import login, message, wait_for
+from tests.imap.conftest import Opener
 
 
 def deliver_letter(bridge: RunningBridge, subject: str = "Indkaldelse") -> dict:
@@ -46,45 +47,33 @@ def test_login_disabled_before_tls(sqlite_bridge: RunningBridge) -> None:
         client.shutdown()
 
 
-def test_failed_logins_look_the_same(sqlite_bridge: RunningBridge) -> None:
-    t = Transcript(sqlite_bridge)
-    try:
-        wrong = t.transact("NO", f"LOGIN {ANNA} Wrong-password-1")[-1]
-        unknown = t.transact("NO", "LOGIN nobody@borger.dp2.test Wrong-password-1")[-1]
-        strip = lambda line: line.split(b" ", 1)[1].split(b"(ref")[0]   # noqa: E731
-        assert strip(wrong) == strip(unknown) == b"NO [AUTHENTICATIONFAILED] authentication failed "
-    finally:
-        t.close()
+def test_failed_logins_look_the_same(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(sqlite_bridge)
+    wrong = t.transact("NO", f"LOGIN {ANNA} Wrong-password-1")[-1]
+    unknown = t.transact("NO", "LOGIN nobody@borger.dp2.test Wrong-password-1")[-1]
+    strip = lambda line: line.split(b" ", 1)[1].split(b"(ref")[0]   # noqa: E731
+    assert strip(wrong) == strip(unknown) == b"NO [AUTHENTICATIONFAILED] authentication failed "
 
 
-def test_list_shows_special_use_and_other_names_do_not_exist(bridge: RunningBridge) -> None:
-    t = Transcript(bridge, ANNA)
-    try:
-        lines = t.transact("OK", 'LIST "" "*"')
-        assert b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"' in lines
-        missing = t.transact("NO", "SELECT Nowhere")[-1]
-        other = t.transact("NO", 'SELECT "Shared/jobcenter/INBOX"')[-1]
-        assert missing.split(b"(ref")[0].split(b" ", 1)[1] == other.split(b"(ref")[0].split(b" ", 1)[1]
-    finally:
-        t.close()
+def test_list_shows_special_use_and_other_names_do_not_exist(bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(bridge, ANNA)
+    lines = t.transact("OK", 'LIST "" "*"')
+    assert b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"' in lines
+    missing = t.transact("NO", "SELECT Nowhere")[-1]
+    other = t.transact("NO", 'SELECT "Shared/jobcenter/INBOX"')[-1]
+    assert missing.split(b"(ref")[0].split(b" ", 1)[1] == other.split(b"(ref")[0].split(b" ", 1)[1]
 
 
-def test_caseworker_sees_the_shared_contact_point_inbox(bridge: RunningBridge) -> None:
-    t = Transcript(bridge, CASEWORKER)
-    try:
-        lines = t.transact("OK", 'LIST "" "*"')
-        assert any(line.endswith(b'"Shared/jobcenter/INBOX"') for line in lines)
-        t.transact("OK", 'SELECT "Shared/jobcenter/INBOX"')
-    finally:
-        t.close()
+def test_caseworker_sees_the_shared_contact_point_inbox(bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(bridge, CASEWORKER)
+    lines = t.transact("OK", 'LIST "" "*"')
+    assert any(line.endswith(b'"Shared/jobcenter/INBOX"') for line in lines)
+    t.transact("OK", 'SELECT "Shared/jobcenter/INBOX"')
 
 
-def test_syntax_errors_are_bad_and_unknown_commands_too(sqlite_bridge: RunningBridge) -> None:
-    t = Transcript(sqlite_bridge, ANNA)
-    try:
-        assert t.transact("BAD", "FROB")[-1].endswith(b")")
-        t.transact("BAD", "SELECT")
-        t.transact("BAD", 'LIST "unterminated')
-        t.transact("OK", "NOOP")
-    finally:
-        t.close()
+def test_syntax_errors_are_bad_and_unknown_commands_too(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(sqlite_bridge, ANNA)
+    assert t.transact("BAD", "FROB")[-1].endswith(b")")
+    t.transact("BAD", "SELECT")
+    t.transact("BAD", 'LIST "unterminated')
+    t.transact("OK", "NOOP")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tests.conftest import ANNA, RunningBridge
 from tests.helpers.imap import Transcript
+from tests.imap.conftest import Opener
 from tests.imap.test_idle import deliver, set_flags_elsewhere
 
 
@@ -15,56 +16,44 @@ def highestmodseq(bridge: RunningBridge) -> int:
     return view.highestmodseq
 
 
-def test_enable_condstore_and_select_report_highestmodseq(bridge: RunningBridge) -> None:
+def test_enable_condstore_and_select_report_highestmodseq(bridge: RunningBridge, transcript: Opener) -> None:
     deliver(bridge, 2)
-    t = Transcript(bridge, ANNA)
-    try:
-        assert t.transact("OK", "ENABLE CONDSTORE") == [b"* ENABLED CONDSTORE", b"t2 OK ENABLE completed"]
-        assert t.transact("OK", "ENABLE CONDSTORE") == [b"* ENABLED", b"t3 OK ENABLE completed"]
-        lines = t.transact("OK", "SELECT INBOX")
-        assert b"* OK [HIGHESTMODSEQ %d] highest" % highestmodseq(bridge) in lines
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    assert t.transact("OK", "ENABLE CONDSTORE") == [b"* ENABLED CONDSTORE", b"t2 OK ENABLE completed"]
+    assert t.transact("OK", "ENABLE CONDSTORE") == [b"* ENABLED", b"t3 OK ENABLE completed"]
+    lines = t.transact("OK", "SELECT INBOX")
+    assert b"* OK [HIGHESTMODSEQ %d] highest" % highestmodseq(bridge) in lines
 
 
-def test_select_condstore_parameter_enables_modseq_in_responses(bridge: RunningBridge) -> None:
+def test_select_condstore_parameter_enables_modseq_in_responses(bridge: RunningBridge, transcript: Opener) -> None:
     entries = deliver(bridge, 2)
-    t = Transcript(bridge, ANNA)
-    try:
-        lines = t.transact("OK", "EXAMINE INBOX (CONDSTORE)")
-        assert b"* OK [HIGHESTMODSEQ %d] highest" % highestmodseq(bridge) in lines
-        assert lines[-1] == b"t2 OK [READ-ONLY] EXAMINE completed"
-        set_flags_elsewhere(bridge, [1], ["\\Flagged"])
-        assert t.transact("OK", "NOOP") == [
-            b"* 1 FETCH (UID 1 FLAGS (\\Flagged) MODSEQ (%d))" % (entries[1]["modseq"] + 1),
-            b"t3 OK NOOP completed"]
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    lines = t.transact("OK", "EXAMINE INBOX (CONDSTORE)")
+    assert b"* OK [HIGHESTMODSEQ %d] highest" % highestmodseq(bridge) in lines
+    assert lines[-1] == b"t2 OK [READ-ONLY] EXAMINE completed"
+    set_flags_elsewhere(bridge, [1], ["\\Flagged"])
+    assert t.transact("OK", "NOOP") == [
+        b"* 1 FETCH (UID 1 FLAGS (\\Flagged) MODSEQ (%d))" % (entries[1]["modseq"] + 1),
+        b"t3 OK NOOP completed"]
 
 
-def test_select_with_unknown_parameter_is_bad(bridge: RunningBridge) -> None:
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("BAD", "SELECT INBOX (FOO)")
-        t.transact("BAD", "SELECT INBOX (CONDSTORE")
-    finally:
-        t.close()
+def test_select_with_unknown_parameter_is_bad(bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(bridge, ANNA)
+    t.transact("BAD", "SELECT INBOX (FOO)")
+    t.transact("BAD", "SELECT INBOX (CONDSTORE")
 
 
-def test_fetch_modseq_reports_each_message_modseq(bridge: RunningBridge) -> None:
+def test_fetch_modseq_reports_each_message_modseq(bridge: RunningBridge, transcript: Opener) -> None:
     entries = deliver(bridge, 2)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        assert t.transact("OK", "FETCH 1:* (MODSEQ)") == [
-            b"* 1 FETCH (MODSEQ (%d))" % entries[0]["modseq"],
-            b"* 2 FETCH (MODSEQ (%d))" % entries[1]["modseq"], b"t3 OK FETCH completed"]
-        # FETCH MODSEQ is a CONDSTORE-enabling command: unsolicited FETCH now carries MODSEQ too
-        set_flags_elsewhere(bridge, [2], ["\\Answered"])
-        assert t.transact("OK", "NOOP")[0] == \
-            b"* 2 FETCH (UID 2 FLAGS (\\Answered) MODSEQ (%d))" % highestmodseq(bridge)
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    assert t.transact("OK", "FETCH 1:* (MODSEQ)") == [
+        b"* 1 FETCH (MODSEQ (%d))" % entries[0]["modseq"],
+        b"* 2 FETCH (MODSEQ (%d))" % entries[1]["modseq"], b"t3 OK FETCH completed"]
+    # FETCH MODSEQ is a CONDSTORE-enabling command: unsolicited FETCH now carries MODSEQ too
+    set_flags_elsewhere(bridge, [2], ["\\Answered"])
+    assert t.transact("OK", "NOOP")[0] == \
+        b"* 2 FETCH (UID 2 FLAGS (\\Answered) MODSEQ (%d))" % highestmodseq(bridge)
 
 
 def test_changedsince_returns_only_changed_messages_with_modseq(bridge: RunningBridge) -> None:
@@ -88,25 +77,19 @@ def test_changedsince_returns_only_changed_messages_with_modseq(bridge: RunningB
         other.close()
 
 
-def test_changedsince_by_sequence_number(bridge: RunningBridge) -> None:
+def test_changedsince_by_sequence_number(bridge: RunningBridge, transcript: Opener) -> None:
     entries = deliver(bridge, 2)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        assert t.transact("OK", f"FETCH 1:* (UID) (CHANGEDSINCE {entries[0]['modseq']})") == [
-            b"* 2 FETCH (UID 2 MODSEQ (%d))" % entries[1]["modseq"], b"t3 OK FETCH completed"]
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    assert t.transact("OK", f"FETCH 1:* (UID) (CHANGEDSINCE {entries[0]['modseq']})") == [
+        b"* 2 FETCH (UID 2 MODSEQ (%d))" % entries[1]["modseq"], b"t3 OK FETCH completed"]
 
 
-def test_bad_fetch_modifiers(bridge: RunningBridge) -> None:
+def test_bad_fetch_modifiers(bridge: RunningBridge, transcript: Opener) -> None:
     deliver(bridge, 1)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        t.transact("BAD", "FETCH 1 (FLAGS) (CHANGEDSINCE)")
-        t.transact("BAD", "FETCH 1 (FLAGS) (CHANGEDSINCE x)")
-        t.transact("BAD", "FETCH 1 (FLAGS) (SOMETHING 1)")
-        t.transact("BAD", "FETCH 1 (FLAGS) (CHANGEDSINCE 1 CHANGEDSINCE 2)")
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    t.transact("BAD", "FETCH 1 (FLAGS) (CHANGEDSINCE)")
+    t.transact("BAD", "FETCH 1 (FLAGS) (CHANGEDSINCE x)")
+    t.transact("BAD", "FETCH 1 (FLAGS) (SOMETHING 1)")
+    t.transact("BAD", "FETCH 1 (FLAGS) (CHANGEDSINCE 1 CHANGEDSINCE 2)")

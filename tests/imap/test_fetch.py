@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
 from tests.helpers.imap import Transcript, imap_client
 from tests.helpers.smtp import login, wait_for
+from tests.imap.conftest import Opener
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"        # NUL and 8-bit octets inside
 
@@ -326,25 +327,22 @@ def test_body_sections_are_byte_exact(bridge: RunningBridge, letters: list[bytes
         client.logout()
 
 
-def test_fetch_grammar_over_raw_transcripts(sqlite_bridge: RunningBridge) -> None:
+def test_fetch_grammar_over_raw_transcripts(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
     deliver(sqlite_bridge, NO_CONTENT_TYPE)
     deliver(sqlite_bridge, NO_CONTENT_TYPE.replace(b"plain-1", b"plain-2").replace(
         b"\r\n\r\n", b"\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n"))
-    t = Transcript(sqlite_bridge, ANNA)
-    try:
-        t.transact("OK", "EXAMINE INBOX")
-        assert t.transact("OK", "FETCH 1 (BODY.PEEK[TEXT]<4.5>)")[0] == b"* 1 FETCH (BODY[TEXT]<4> {5}\r\ntekst)"
-        assert t.transact("OK", "FETCH 1 (BODY.PEEK[TEXT]<400.5>)")[0] == b"* 1 FETCH (BODY[TEXT]<400> {0}\r\n)"
-        assert t.transact("OK", "FETCH 1 BODY[9]")[0] == b"* 1 FETCH (BODY[9] {0}\r\n)"
-        assert t.transact("OK", "FETCH 1 BODY[]")[0].startswith(b"* 1 FETCH (BODY[] {")   # EXAMINE: no \Seen
-        assert t.transact("OK", "FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS ())", b"t7 OK FETCH completed"]
-        assert t.transact("OK", "FETCH 1 FAST")[0].startswith(b'* 1 FETCH (FLAGS () INTERNALDATE "')
-        for bad in ("FETCH 1 (BODY[HEADER.FIELDS])", "FETCH 1 BODY[", "FETCH 1 (FLAGS", "FETCH 1 FROB",
-                    "FETCH 1 (ALL)", "FETCH 1 BINARY[HEADER]", "FETCH 0 FLAGS", "FETCH 3 FLAGS",
-                    "FETCH 1", "FETCH 1 FLAGS (CHANGEDSINCE x)"):
-            assert t.transact("BAD", bad)[-1].split(b" ")[1] == b"BAD", bad
-        assert t.transact("NO", "FETCH 2 BINARY.PEEK[1]")[-1].startswith(
-            b"t19 NO [UNKNOWN-CTE] cannot decode this content transfer encoding (ref ")
-        assert t.transact("OK", "FETCH 2 BODY.PEEK[1]<0.3>")[0] == b"* 2 FETCH (BODY[1]<0> {3}\r\nKun)"
-    finally:
-        t.close()
+    t = transcript(sqlite_bridge, ANNA)
+    t.transact("OK", "EXAMINE INBOX")
+    assert t.transact("OK", "FETCH 1 (BODY.PEEK[TEXT]<4.5>)")[0] == b"* 1 FETCH (BODY[TEXT]<4> {5}\r\ntekst)"
+    assert t.transact("OK", "FETCH 1 (BODY.PEEK[TEXT]<400.5>)")[0] == b"* 1 FETCH (BODY[TEXT]<400> {0}\r\n)"
+    assert t.transact("OK", "FETCH 1 BODY[9]")[0] == b"* 1 FETCH (BODY[9] {0}\r\n)"
+    assert t.transact("OK", "FETCH 1 BODY[]")[0].startswith(b"* 1 FETCH (BODY[] {")   # EXAMINE: no \Seen
+    assert t.transact("OK", "FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS ())", b"t7 OK FETCH completed"]
+    assert t.transact("OK", "FETCH 1 FAST")[0].startswith(b'* 1 FETCH (FLAGS () INTERNALDATE "')
+    for bad in ("FETCH 1 (BODY[HEADER.FIELDS])", "FETCH 1 BODY[", "FETCH 1 (FLAGS", "FETCH 1 FROB",
+                "FETCH 1 (ALL)", "FETCH 1 BINARY[HEADER]", "FETCH 0 FLAGS", "FETCH 3 FLAGS",
+                "FETCH 1", "FETCH 1 FLAGS (CHANGEDSINCE x)"):
+        assert t.transact("BAD", bad)[-1].split(b" ")[1] == b"BAD", bad
+    assert t.transact("NO", "FETCH 2 BINARY.PEEK[1]")[-1].startswith(
+        b"t19 NO [UNKNOWN-CTE] cannot decode this content transfer encoding (ref ")
+    assert t.transact("OK", "FETCH 2 BODY.PEEK[1]<0.3>")[0] == b"* 2 FETCH (BODY[1]<0> {3}\r\nKun)"

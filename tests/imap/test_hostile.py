@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, PASSWORDS, RunningBridge
 from tests.helpers.imap import Transcript
 from tests.helpers.smtp import login, message, wait_for
+from tests.imap.conftest import Opener
 
 REF = re.compile(rb" \(ref [0-9a-f]{12}\)$")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -82,21 +83,18 @@ def test_a_4_gib_append_literal_is_refused_before_the_continuation(anna: Transcr
     assert closed(anna)
 
 
-def test_literals_before_login_are_at_most_4_kib(sqlite_bridge: RunningBridge) -> None:
-    t = Transcript(sqlite_bridge)
-    try:
-        t.send(b"a1 LOGIN {4097}\r\n")
-        reply = t.readline()
-        assert reply.startswith(b"a1 NO [LIMIT] literal too large") and REF.search(reply)
-        t.send(b"a2 LOGIN {4096}\r\n")
-        assert t.readline() == b"+ Ready for literal data"
-        t.send(b"u" * 4096 + b" x\r\n")
-        assert t.readline().startswith(b"a2 NO [AUTHENTICATIONFAILED] ")
-        t.send(b"a3 LOGIN {4097+}\r\n" + b"u" * 4097 + b" x\r\n")
-        assert t.readline() == b"* BYE [LIMIT] literal too large"
-        assert closed(t)
-    finally:
-        t.close()
+def test_literals_before_login_are_at_most_4_kib(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(sqlite_bridge)
+    t.send(b"a1 LOGIN {4097}\r\n")
+    reply = t.readline()
+    assert reply.startswith(b"a1 NO [LIMIT] literal too large") and REF.search(reply)
+    t.send(b"a2 LOGIN {4096}\r\n")
+    assert t.readline() == b"+ Ready for literal data"
+    t.send(b"u" * 4096 + b" x\r\n")
+    assert t.readline().startswith(b"a2 NO [AUTHENTICATIONFAILED] ")
+    t.send(b"a3 LOGIN {4097+}\r\n" + b"u" * 4097 + b" x\r\n")
+    assert t.readline() == b"* BYE [LIMIT] literal too large"
+    assert closed(t)
 
 
 @pytest.mark.parametrize("size", [2**20, 16 * 2**20], ids=["1MiB", "16MiB"])
@@ -158,44 +156,38 @@ def test_a_good_command_resets_the_bad_command_counter(anna: Transcript) -> None
     anna.transact("OK", "NOOP")
 
 
-def test_a_client_that_never_reads_cannot_grow_server_memory(sqlite_bridge: RunningBridge) -> None:
+def test_a_client_that_never_reads_cannot_grow_server_memory(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
     body = base64.encodebytes(os.urandom(2 * 2**20)).decode().replace("\n", "\r\n")
     with login(sqlite_bridge, CASEWORKER) as c:
         for i in range(6):
             c.sendmail(JOBCENTER, [ANNA_CPR_ADDR], message(JOBCENTER, ANNA_CPR_ADDR, f"Stor {i}", body=body))
     wait_for(lambda: len(sqlite_bridge.store.mailbox_entries(ANNA)) == 6, timeout=30)
-    t = Transcript(sqlite_bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        t.sock.settimeout(0.2)
-        with PeakRss() as rss:
-            # 20 x FETCH 1:* BODY.PEEK[] is ~330 MB of responses; the client reads none of it.
-            sent = 0
-            for i in range(20):
-                try:
-                    t.send(b"f%d FETCH 1:* BODY.PEEK[]\r\n" % i)
-                    sent += 1
-                except TimeoutError:
-                    break
-            time.sleep(2)
-        print(f"peak growth {rss.growth_mib:.1f} MiB")
-        assert rss.growth_mib < 40, f"memory grew by {rss.growth_mib:.1f} MiB"
-        # Then the client reads: the responses arrive, complete and in order.
-        t.sock.settimeout(30)
-        for i in range(min(sent, 2)):
-            for _ in range(6):
-                assert t.readline().startswith(b"* ")
-            assert t.readline() == b"f%d OK FETCH completed" % i
-    finally:
-        t.close()
+    t = transcript(sqlite_bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    t.sock.settimeout(0.2)
+    with PeakRss() as rss:
+        # 20 x FETCH 1:* BODY.PEEK[] is ~330 MB of responses; the client reads none of it.
+        sent = 0
+        for i in range(20):
+            try:
+                t.send(b"f%d FETCH 1:* BODY.PEEK[]\r\n" % i)
+                sent += 1
+            except TimeoutError:
+                break
+        time.sleep(2)
+    print(f"peak growth {rss.growth_mib:.1f} MiB")
+    assert rss.growth_mib < 40, f"memory grew by {rss.growth_mib:.1f} MiB"
+    # Then the client reads: the responses arrive, complete and in order.
+    t.sock.settimeout(30)
+    for i in range(min(sent, 2)):
+        for _ in range(6):
+            assert t.readline().startswith(b"* ")
+        assert t.readline() == b"f%d OK FETCH completed" % i
 
 
-def test_password_literal_and_the_session_id_never_leak(sqlite_bridge: RunningBridge) -> None:
-    t = Transcript(sqlite_bridge)
-    try:
-        t.send(b"a1 LOGIN {%d+}\r\n%s {%d}\r\n" % (len(ANNA), ANNA.encode(), len(PASSWORDS[ANNA])))
-        assert t.readline() == b"+ Ready for literal data"
-        t.send(PASSWORDS[ANNA].encode() + b"\r\n")
-        assert t.readline().startswith(b"a1 OK ")
-    finally:
-        t.close()
+def test_password_literal_and_the_session_id_never_leak(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(sqlite_bridge)
+    t.send(b"a1 LOGIN {%d+}\r\n%s {%d}\r\n" % (len(ANNA), ANNA.encode(), len(PASSWORDS[ANNA])))
+    assert t.readline() == b"+ Ready for literal data"
+    t.send(PASSWORDS[ANNA].encode() + b"\r\n")
+    assert t.readline().startswith(b"a1 OK ")

@@ -15,6 +15,7 @@ from bridge.store.mailboxes import MailboxRepository
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
 from tests.helpers.imap import Transcript
 from tests.helpers.smtp import login, message, wait_for
+from tests.imap.conftest import Opener
 
 REF = re.compile(rb" \(ref [0-9a-f]{12}\)$")
 
@@ -87,54 +88,45 @@ def _try(t: Transcript, command: str) -> list[bytes]:
     return lines
 
 
-def test_idle_reports_smtp_delivery_within_a_second(bridge: RunningBridge) -> None:
-    t = Transcript(bridge, ANNA)
-    try:
-        assert t.transact("OK", "SELECT INBOX")[0] == b"* 0 EXISTS"
-        start_idle(t)
-        with login(bridge, CASEWORKER) as c:
-            c.sendmail(JOBCENTER, [ANNA_CPR_ADDR], message(JOBCENTER, ANNA_CPR_ADDR, "Indkaldelse"))
-            sent = time.monotonic()
-        t.sock.settimeout(10)                         # generous wait, strict assertion
-        assert t.readline() == b"* 1 EXISTS"
-        assert time.monotonic() - sent < 1.0
-        t.send(b"DONE\r\n")
-        assert t.readline() == b"i1 OK IDLE completed"
-        assert t.transact("OK", "UID FETCH 1:* (FLAGS)")[0] == b"* 1 FETCH (UID 1 FLAGS ())"
-    finally:
-        t.close()
+def test_idle_reports_smtp_delivery_within_a_second(bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(bridge, ANNA)
+    assert t.transact("OK", "SELECT INBOX")[0] == b"* 0 EXISTS"
+    start_idle(t)
+    with login(bridge, CASEWORKER) as c:
+        c.sendmail(JOBCENTER, [ANNA_CPR_ADDR], message(JOBCENTER, ANNA_CPR_ADDR, "Indkaldelse"))
+        sent = time.monotonic()
+    t.sock.settimeout(10)                         # generous wait, strict assertion
+    assert t.readline() == b"* 1 EXISTS"
+    assert time.monotonic() - sent < 1.0
+    t.send(b"DONE\r\n")
+    assert t.readline() == b"i1 OK IDLE completed"
+    assert t.transact("OK", "UID FETCH 1:* (FLAGS)")[0] == b"* 1 FETCH (UID 1 FLAGS ())"
 
 
-def test_idle_reports_flag_changes_of_other_sessions_at_once(bridge: RunningBridge) -> None:
+def test_idle_reports_flag_changes_of_other_sessions_at_once(bridge: RunningBridge, transcript: Opener) -> None:
     deliver(bridge, 2)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        start_idle(t)
-        set_flags_elsewhere(bridge, [2], ["\\Flagged", "$Important"])
-        started = time.monotonic()
-        assert t.readline() == b"* 2 FETCH (UID 2 FLAGS (\\Flagged $Important))"
-        assert time.monotonic() - started < 1.0
-        t.send(b"DONE\r\n")
-        assert t.readline() == b"i1 OK IDLE completed"
-        assert t.transact("OK", "NOOP") == [b"t3 OK NOOP completed"]      # told once, not again
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    start_idle(t)
+    set_flags_elsewhere(bridge, [2], ["\\Flagged", "$Important"])
+    started = time.monotonic()
+    assert t.readline() == b"* 2 FETCH (UID 2 FLAGS (\\Flagged $Important))"
+    assert time.monotonic() - started < 1.0
+    t.send(b"DONE\r\n")
+    assert t.readline() == b"i1 OK IDLE completed"
+    assert t.transact("OK", "NOOP") == [b"t3 OK NOOP completed"]      # told once, not again
 
 
-def test_idle_with_condstore_reports_modseq(bridge: RunningBridge) -> None:
+def test_idle_with_condstore_reports_modseq(bridge: RunningBridge, transcript: Opener) -> None:
     entries = deliver(bridge, 1)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "ENABLE CONDSTORE")
-        t.transact("OK", "SELECT INBOX")
-        start_idle(t)
-        set_flags_elsewhere(bridge, [1], ["\\Seen"])
-        assert t.readline() == b"* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (%d))" % (entries[0]["modseq"] + 1)
-        t.send(b"done\r\n")                           # DONE is case-insensitive
-        assert t.readline() == b"i1 OK IDLE completed"
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "ENABLE CONDSTORE")
+    t.transact("OK", "SELECT INBOX")
+    start_idle(t)
+    set_flags_elsewhere(bridge, [1], ["\\Seen"])
+    assert t.readline() == b"* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (%d))" % (entries[0]["modseq"] + 1)
+    t.send(b"done\r\n")                           # DONE is case-insensitive
+    assert t.readline() == b"i1 OK IDLE completed"
 
 
 def test_idle_polls_for_changes_no_event_announced(bridge: RunningBridge,
@@ -153,52 +145,40 @@ def test_idle_polls_for_changes_no_event_announced(bridge: RunningBridge,
         t.close()
 
 
-def test_idle_reports_expunges_of_other_sessions(sqlite_bridge: RunningBridge) -> None:
+def test_idle_reports_expunges_of_other_sessions(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
     deliver(sqlite_bridge, 3)
-    t = Transcript(sqlite_bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        start_idle(t)
-        expunge_elsewhere(sqlite_bridge, [2])
-        assert read_until(t, b"* 2 EXPUNGE") in ([], [b"* 2 FETCH (UID 2 FLAGS (\\Deleted))"])
-        t.send(b"DONE\r\n")
-        assert t.readline() == b"i1 OK IDLE completed"
-        assert t.transact("OK", "UID FETCH 1:* (UID)")[:2] == [b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 3)"]
-    finally:
-        t.close()
+    t = transcript(sqlite_bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    start_idle(t)
+    expunge_elsewhere(sqlite_bridge, [2])
+    assert read_until(t, b"* 2 EXPUNGE") in ([], [b"* 2 FETCH (UID 2 FLAGS (\\Deleted))"])
+    t.send(b"DONE\r\n")
+    assert t.readline() == b"i1 OK IDLE completed"
+    assert t.transact("OK", "UID FETCH 1:* (UID)")[:2] == [b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 3)"]
 
 
-def test_anything_but_done_ends_idle_with_bad(sqlite_bridge: RunningBridge) -> None:
-    t = Transcript(sqlite_bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        start_idle(t)
-        t.send(b"NOOP\r\n")
-        line = t.readline()
-        assert REF.search(line) and REF.sub(b"", line) == b"i1 BAD expected DONE"
-        t.transact("OK", "NOOP")                      # the session goes on
-        t.transact("BAD", "IDLE now")                 # IDLE takes no arguments
-    finally:
-        t.close()
+def test_anything_but_done_ends_idle_with_bad(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(sqlite_bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    start_idle(t)
+    t.send(b"NOOP\r\n")
+    line = t.readline()
+    assert REF.search(line) and REF.sub(b"", line) == b"i1 BAD expected DONE"
+    t.transact("OK", "NOOP")                      # the session goes on
+    t.transact("BAD", "IDLE now")                 # IDLE takes no arguments
 
 
-def test_idle_without_a_selected_mailbox(sqlite_bridge: RunningBridge) -> None:
-    t = Transcript(sqlite_bridge, ANNA)
-    try:
-        start_idle(t)
-        t.send(b"DONE\r\n")
-        assert t.readline() == b"i1 OK IDLE completed"
-    finally:
-        t.close()
+def test_idle_without_a_selected_mailbox(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(sqlite_bridge, ANNA)
+    start_idle(t)
+    t.send(b"DONE\r\n")
+    assert t.readline() == b"i1 OK IDLE completed"
 
 
-def test_idle_before_login_is_bad(sqlite_bridge: RunningBridge) -> None:
-    t = Transcript(sqlite_bridge)
-    try:
-        line = t.transact("BAD", "IDLE")[-1]
-        assert REF.sub(b"", line) == b"t1 BAD log in first"
-    finally:
-        t.close()
+def test_idle_before_login_is_bad(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(sqlite_bridge)
+    line = t.transact("BAD", "IDLE")[-1]
+    assert REF.sub(b"", line) == b"t1 BAD log in first"
 
 
 def test_idle_connections_do_not_hold_threads(sqlite_bridge: RunningBridge) -> None:
@@ -223,28 +203,25 @@ def test_idle_connections_do_not_hold_threads(sqlite_bridge: RunningBridge) -> N
             t.close()
 
 
-def test_idle_on_a_shared_mailbox_ends_when_the_grant_is_revoked(bridge: RunningBridge) -> None:
+def test_idle_on_a_shared_mailbox_ends_when_the_grant_is_revoked(bridge: RunningBridge, transcript: Opener) -> None:
     """After `contact-point revoke` (another process: no event tells the server), a caseworker
     idling on Shared/jobcenter/INBOX hears nothing more about it, not even of new letters,
     and is told BYE [NOPERM] within a few seconds, without having to send DONE."""
     admin = Admin(bridge.store, SystemClock(), "tests")
-    t = Transcript(bridge, CASEWORKER)
-    try:
-        t.transact("OK", 'SELECT "Shared/jobcenter/INBOX"')
-        start_idle(t)
-        t.sock.settimeout(10)
-        with login(bridge, ANNA) as c:
-            c.sendmail(ANNA, [JOBCENTER], message(ANNA, JOBCENTER, "Foer"))
-        assert t.readline() == b"* 1 EXISTS"
-        admin.revoke(JOBCENTER, CASEWORKER)
-        revoked = time.monotonic()
-        with login(bridge, ANNA) as c:
-            c.sendmail(ANNA, [JOBCENTER], message(ANNA, JOBCENTER, "Efter"))
-        wait_for(lambda: len(bridge.store.mailbox_entries(JOBCENTER)) == 2, timeout=10)
-        line = t.readline()
-        assert REF.sub(b"", line) == b"* " + idle.REVOKED
-        assert time.monotonic() - revoked < idle.ACCESS_SECONDS + 2.0
-        with pytest.raises(ConnectionError):       # closed, and nothing else was sent
-            t.readline()
-    finally:
-        t.close()
+    t = transcript(bridge, CASEWORKER)
+    t.transact("OK", 'SELECT "Shared/jobcenter/INBOX"')
+    start_idle(t)
+    t.sock.settimeout(10)
+    with login(bridge, ANNA) as c:
+        c.sendmail(ANNA, [JOBCENTER], message(ANNA, JOBCENTER, "Foer"))
+    assert t.readline() == b"* 1 EXISTS"
+    admin.revoke(JOBCENTER, CASEWORKER)
+    revoked = time.monotonic()
+    with login(bridge, ANNA) as c:
+        c.sendmail(ANNA, [JOBCENTER], message(ANNA, JOBCENTER, "Efter"))
+    wait_for(lambda: len(bridge.store.mailbox_entries(JOBCENTER)) == 2, timeout=10)
+    line = t.readline()
+    assert REF.sub(b"", line) == b"* " + idle.REVOKED
+    assert time.monotonic() - revoked < idle.ACCESS_SECONDS + 2.0
+    with pytest.raises(ConnectionError):       # closed, and nothing else was sent
+        t.readline()

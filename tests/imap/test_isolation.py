@@ -12,6 +12,7 @@ from bridge.clock import SystemClock
 from bridge.core.admin import Admin
 from tests.conftest import ANNA, CASEWORKER, JOBCENTER, LAWYER, RunningBridge
 from tests.helpers.imap import Transcript
+from tests.imap.conftest import Opener
 from tests.imap.test_basics import deliver_letter
 
 MISSING = "Nowhere"
@@ -46,31 +47,25 @@ NONEXISTENT = b"NO [NONEXISTENT] no such mailbox"
 
 @pytest.mark.parametrize("verb", ["SELECT", "EXAMINE", "STATUS", "DELETE", "RENAME", "SUBSCRIBE",
                                   "UNSUBSCRIBE"])
-def test_anna_reaches_nothing_outside_her_account(bridge: RunningBridge, verb: str) -> None:
+def test_anna_reaches_nothing_outside_her_account(bridge: RunningBridge, verb: str, transcript: Opener) -> None:
     suffix = {"STATUS": b" (MESSAGES)", "RENAME": b" Elsewhere"}.get(verb, b"")
-    t = Transcript(bridge, ANNA)
-    try:
-        missing = reply(t, verb.encode() + b" " + literal(MISSING) + suffix)
-        assert missing == NONEXISTENT
-        for name in FOREIGN:
-            assert reply(t, verb.encode() + b" " + literal(name) + suffix) == missing, name
-        for quoted in (b'"Shared/jobcenter/INBOX"', b"Shared/jobcenter/INBOX", b'"../INBOX"', b"~/INBOX"):
-            assert reply(t, verb.encode() + b" " + quoted + suffix) == missing, quoted
-        t.transact("OK", "NOOP")
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    missing = reply(t, verb.encode() + b" " + literal(MISSING) + suffix)
+    assert missing == NONEXISTENT
+    for name in FOREIGN:
+        assert reply(t, verb.encode() + b" " + literal(name) + suffix) == missing, name
+    for quoted in (b'"Shared/jobcenter/INBOX"', b"Shared/jobcenter/INBOX", b'"../INBOX"', b"~/INBOX"):
+        assert reply(t, verb.encode() + b" " + quoted + suffix) == missing, quoted
+    t.transact("OK", "NOOP")
 
 
-def test_list_shows_nothing_outside_the_account(bridge: RunningBridge) -> None:
-    t = Transcript(bridge, ANNA)
-    try:
-        for reference, pattern in [("", "Shared*"), ("", "Shared/%"), ("Shared/", "*"), ("../", "*"),
-                                   ("~", "*"), ("", "~*"), ("", "../*"), ("Shared/jobcenter/", "%"),
-                                   ("", "*/INBOX/*")]:
-            assert t.transact("OK", f'LIST "{reference}" "{pattern}"')[:-1] == [], (reference, pattern)
-        assert t.transact("OK", 'LSUB "" "Shared*"')[:-1] == []
-    finally:
-        t.close()
+def test_list_shows_nothing_outside_the_account(bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(bridge, ANNA)
+    for reference, pattern in [("", "Shared*"), ("", "Shared/%"), ("Shared/", "*"), ("../", "*"),
+                               ("~", "*"), ("", "~*"), ("", "../*"), ("Shared/jobcenter/", "%"),
+                               ("", "*/INBOX/*")]:
+        assert t.transact("OK", f'LIST "{reference}" "{pattern}"')[:-1] == [], (reference, pattern)
+    assert t.transact("OK", 'LSUB "" "Shared*"')[:-1] == []
 
 
 def _store_reply(t: Transcript, command: bytes) -> bytes:
@@ -78,53 +73,45 @@ def _store_reply(t: Transcript, command: bytes) -> bytes:
     return line.split(b" ", 1)[1].rsplit(b" (ref ", 1)[0]
 
 
-def test_append_copy_move_into_foreign_names_answer_as_for_a_missing_mailbox(bridge: RunningBridge) -> None:
+def test_append_copy_move_into_foreign_names_answer_as_for_a_missing_mailbox(bridge: RunningBridge,
+                                                                             transcript: Opener) -> None:
     deliver_letter(bridge)
-    t = Transcript(bridge, ANNA)
-    try:
-        message = b"From: anna@borger.dp2.test\r\nSubject: x\r\n\r\nhej\r\n"
-        commands = {
-            "APPEND": lambda name: b"APPEND " + literal(name) + b" (\\Seen) {%d+}\r\n" % len(message) + message,
-            "COPY": lambda name: b"COPY 1 " + literal(name),
-            "MOVE": lambda name: b"MOVE 1 " + literal(name),
-            "UID COPY": lambda name: b"UID COPY 1:* " + literal(name),
-            "UID MOVE": lambda name: b"UID MOVE 1:* " + literal(name),
-        }
-        t.transact("OK", "SELECT INBOX")
-        for verb, make in commands.items():
-            missing = _store_reply(t, make(MISSING))
-            assert missing.startswith((b"NO [TRYCREATE] ", b"NO [NONEXISTENT] ")), (verb, missing)
-            for name in FOREIGN:
-                assert _store_reply(t, make(name)) == missing, (verb, name)
-        assert t.transact("OK", "STATUS INBOX (MESSAGES)")[0] == b'* STATUS "INBOX" (MESSAGES 1)'
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    message = b"From: anna@borger.dp2.test\r\nSubject: x\r\n\r\nhej\r\n"
+    commands = {
+        "APPEND": lambda name: b"APPEND " + literal(name) + b" (\\Seen) {%d+}\r\n" % len(message) + message,
+        "COPY": lambda name: b"COPY 1 " + literal(name),
+        "MOVE": lambda name: b"MOVE 1 " + literal(name),
+        "UID COPY": lambda name: b"UID COPY 1:* " + literal(name),
+        "UID MOVE": lambda name: b"UID MOVE 1:* " + literal(name),
+    }
+    t.transact("OK", "SELECT INBOX")
+    for verb, make in commands.items():
+        missing = _store_reply(t, make(MISSING))
+        assert missing.startswith((b"NO [TRYCREATE] ", b"NO [NONEXISTENT] ")), (verb, missing)
+        for name in FOREIGN:
+            assert _store_reply(t, make(name)) == missing, (verb, name)
+    assert t.transact("OK", "STATUS INBOX (MESSAGES)")[0] == b'* STATUS "INBOX" (MESSAGES 1)'
 
 
-def test_caseworker_sees_only_granted_contact_points(bridge: RunningBridge) -> None:
+def test_caseworker_sees_only_granted_contact_points(bridge: RunningBridge, transcript: Opener) -> None:
     Admin(bridge.store, SystemClock(), "tests").add_contact_point("borgerservice@kommune.dp2.test",
                                                                  "Borgerservice")
-    t = Transcript(bridge, CASEWORKER)
-    try:
-        assert t.transact("OK", 'LIST "" "Shared/*"')[:-1] == [
-            b'* LIST (\\Noselect \\HasChildren) "/" "Shared/jobcenter"',
-            b'* LIST (\\HasNoChildren \\Subscribed) "/" "Shared/jobcenter/INBOX"']
-        t.transact("OK", 'EXAMINE "Shared/jobcenter/INBOX"')
-        missing = reply(t, b'SELECT "Shared/nosuch/INBOX"')
-        assert missing == NONEXISTENT
-        for name in ("Shared/borgerservice/INBOX", "Shared/borgerservice", "shared/jobcenter/INBOX",
-                     "Shared/jobcenter/INBOX/", "Shared/jobcenter/Sent", "Shared/jobcenter/../jobcenter/INBOX",
-                     "Shared/jobcenter/&AC4-&AC4-/INBOX"):
-            assert reply(t, b"SELECT " + literal(name)) == missing, name
-            assert reply(t, b"STATUS " + literal(name) + b" (MESSAGES)") == missing, name
-    finally:
-        t.close()
-    t = Transcript(bridge, LAWYER)
-    try:
-        assert reply(t, b'SELECT "Shared/jobcenter/INBOX"') == NONEXISTENT
-        assert t.transact("OK", 'LIST "" "Shared*"')[:-1] == []
-    finally:
-        t.close()
+    t = transcript(bridge, CASEWORKER)
+    assert t.transact("OK", 'LIST "" "Shared/*"')[:-1] == [
+        b'* LIST (\\Noselect \\HasChildren) "/" "Shared/jobcenter"',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "Shared/jobcenter/INBOX"']
+    t.transact("OK", 'EXAMINE "Shared/jobcenter/INBOX"')
+    missing = reply(t, b'SELECT "Shared/nosuch/INBOX"')
+    assert missing == NONEXISTENT
+    for name in ("Shared/borgerservice/INBOX", "Shared/borgerservice", "shared/jobcenter/INBOX",
+                 "Shared/jobcenter/INBOX/", "Shared/jobcenter/Sent", "Shared/jobcenter/../jobcenter/INBOX",
+                 "Shared/jobcenter/&AC4-&AC4-/INBOX"):
+        assert reply(t, b"SELECT " + literal(name)) == missing, name
+        assert reply(t, b"STATUS " + literal(name) + b" (MESSAGES)") == missing, name
+    t = transcript(bridge, LAWYER)
+    assert reply(t, b'SELECT "Shared/jobcenter/INBOX"') == NONEXISTENT
+    assert t.transact("OK", 'LIST "" "Shared*"')[:-1] == []
 
 
 def test_revoked_grant_is_checked_on_every_command(bridge: RunningBridge) -> None:

@@ -11,6 +11,7 @@ import pytest
 from bridge.store import models
 from tests.conftest import ANNA, RunningBridge
 from tests.helpers.imap import Transcript
+from tests.imap.conftest import Opener
 from tests.imap.test_condstore import highestmodseq
 from tests.imap.test_idle import deliver
 
@@ -85,19 +86,16 @@ def test_qresync_client_gets_exactly_the_changed_flags_and_vanished_uids(
         t.close()
 
 
-def test_qresync_known_uids_limit_the_answer(bridge: RunningBridge, known: tuple[int, int]) -> None:
+def test_qresync_known_uids_limit_the_answer(bridge: RunningBridge, known: tuple[int, int], transcript: Opener) -> None:
     uidvalidity, hms = known
     ms = modseqs(bridge)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "ENABLE QRESYNC")
-        after, _, _ = select_state(t, f"EXAMINE INBOX (QRESYNC ({uidvalidity} {hms} 1:4 (1:4 1:4)))")
-        assert after[:3] == [b"* VANISHED (EARLIER) 3",
-                             b"* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ (%d))" % ms[2],
-                             b"* 3 FETCH (UID 4 FLAGS (\\Seen) MODSEQ (%d))" % ms[4]]
-        assert after[3:] == [b"t3 OK [READ-ONLY] EXAMINE completed"]         # not UID 6: unknown
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "ENABLE QRESYNC")
+    after, _, _ = select_state(t, f"EXAMINE INBOX (QRESYNC ({uidvalidity} {hms} 1:4 (1:4 1:4)))")
+    assert after[:3] == [b"* VANISHED (EARLIER) 3",
+                         b"* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ (%d))" % ms[2],
+                         b"* 3 FETCH (UID 4 FLAGS (\\Seen) MODSEQ (%d))" % ms[4]]
+    assert after[3:] == [b"t3 OK [READ-ONLY] EXAMINE completed"]         # not UID 6: unknown
 
 
 def test_qresync_with_another_uidvalidity_reports_nothing(bridge: RunningBridge,
@@ -112,53 +110,44 @@ def test_qresync_with_another_uidvalidity_reports_nothing(bridge: RunningBridge,
         t.close()
 
 
-def test_uid_fetch_changedsince_vanished(bridge: RunningBridge, known: tuple[int, int]) -> None:
+def test_uid_fetch_changedsince_vanished(bridge: RunningBridge, known: tuple[int, int], transcript: Opener) -> None:
     _, hms = known
     ms = modseqs(bridge)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "ENABLE QRESYNC")
-        t.transact("OK", "SELECT INBOX")
-        assert t.transact("OK", f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {hms} VANISHED)") == [
-            b"* VANISHED (EARLIER) 3,5",
-            b"* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ (%d))" % ms[2],
-            b"* 3 FETCH (UID 4 FLAGS (\\Seen) MODSEQ (%d))" % ms[4],
-            b"* 4 FETCH (UID 6 FLAGS () MODSEQ (%d))" % ms[6],
-            b"t4 OK FETCH completed"]
-        assert t.transact("OK", f"UID FETCH 4:5 (FLAGS) (CHANGEDSINCE {hms} VANISHED)") == [
-            b"* VANISHED (EARLIER) 5",
-            b"* 3 FETCH (UID 4 FLAGS (\\Seen) MODSEQ (%d))" % ms[4],
-            b"t5 OK FETCH completed"]
-        t.transact("BAD", f"FETCH 1:* (FLAGS) (CHANGEDSINCE {hms} VANISHED)")     # UID FETCH only
-        t.transact("BAD", "UID FETCH 1:* (FLAGS) (VANISHED)")                     # needs CHANGEDSINCE
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "ENABLE QRESYNC")
+    t.transact("OK", "SELECT INBOX")
+    assert t.transact("OK", f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {hms} VANISHED)") == [
+        b"* VANISHED (EARLIER) 3,5",
+        b"* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ (%d))" % ms[2],
+        b"* 3 FETCH (UID 4 FLAGS (\\Seen) MODSEQ (%d))" % ms[4],
+        b"* 4 FETCH (UID 6 FLAGS () MODSEQ (%d))" % ms[6],
+        b"t4 OK FETCH completed"]
+    assert t.transact("OK", f"UID FETCH 4:5 (FLAGS) (CHANGEDSINCE {hms} VANISHED)") == [
+        b"* VANISHED (EARLIER) 5",
+        b"* 3 FETCH (UID 4 FLAGS (\\Seen) MODSEQ (%d))" % ms[4],
+        b"t5 OK FETCH completed"]
+    t.transact("BAD", f"FETCH 1:* (FLAGS) (CHANGEDSINCE {hms} VANISHED)")     # UID FETCH only
+    t.transact("BAD", "UID FETCH 1:* (FLAGS) (VANISHED)")                     # needs CHANGEDSINCE
 
 
-def test_vanished_modifier_and_qresync_parameter_need_enable_qresync(bridge: RunningBridge) -> None:
+def test_vanished_modifier_and_qresync_parameter_need_enable_qresync(bridge: RunningBridge, transcript: Opener) -> None:
     deliver(bridge, 1)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "ENABLE CONDSTORE")
-        t.transact("BAD", "SELECT INBOX (QRESYNC (1 1))")
-        t.transact("OK", "SELECT INBOX")
-        t.transact("BAD", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)")
-        t.transact("OK", "ENABLE QRESYNC")
-        t.transact("BAD", "SELECT INBOX (QRESYNC (1))")                # MODSEQ missing
-        t.transact("BAD", "SELECT INBOX (QRESYNC (1 x))")
-        t.transact("BAD", "SELECT INBOX (QRESYNC (1 1 1:2 (1:2)))")    # seq-match needs two sets
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "ENABLE CONDSTORE")
+    t.transact("BAD", "SELECT INBOX (QRESYNC (1 1))")
+    t.transact("OK", "SELECT INBOX")
+    t.transact("BAD", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)")
+    t.transact("OK", "ENABLE QRESYNC")
+    t.transact("BAD", "SELECT INBOX (QRESYNC (1))")                # MODSEQ missing
+    t.transact("BAD", "SELECT INBOX (QRESYNC (1 x))")
+    t.transact("BAD", "SELECT INBOX (QRESYNC (1 1 1:2 (1:2)))")    # seq-match needs two sets
 
 
-def test_reselect_with_qresync_announces_closed(bridge: RunningBridge) -> None:
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "ENABLE QRESYNC")
-        t.transact("OK", "SELECT INBOX")
-        assert t.transact("OK", "EXAMINE INBOX")[0] == b"* OK [CLOSED] previous mailbox closed"
-    finally:
-        t.close()
+def test_reselect_with_qresync_announces_closed(bridge: RunningBridge, transcript: Opener) -> None:
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "ENABLE QRESYNC")
+    t.transact("OK", "SELECT INBOX")
+    assert t.transact("OK", "EXAMINE INBOX")[0] == b"* OK [CLOSED] previous mailbox closed"
 
 
 def _expunge_uid_2_elsewhere(bridge: RunningBridge) -> None:
@@ -186,34 +175,28 @@ def test_expunge_elsewhere_is_vanished_once_qresync_is_enabled(bridge: RunningBr
         plain.close()
 
 
-def test_no_expunge_while_answering_fetch_store_search_by_number(bridge: RunningBridge) -> None:
+def test_no_expunge_while_answering_fetch_store_search_by_number(bridge: RunningBridge, transcript: Opener) -> None:
     """RFC 9051 section 7.5.1: EXPUNGE must not be sent while answering FETCH, STORE or SEARCH
     by sequence number (the client's numbers would shift under it); the next NOOP tells."""
     deliver(bridge, 3)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        _expunge_uid_2_elsewhere(bridge)
-        lines = t.transact("OK", "FETCH 1:3 (UID)")
-        assert not any(b"EXPUNGE" in line for line in lines)
-        assert lines[0] == b"* 1 FETCH (UID 1)" and lines[-2] == b"* 3 FETCH (UID 3)"
-        lines = t.transact("OK", "STORE 3 +FLAGS (\\Flagged)")
-        assert not any(b"EXPUNGE" in line for line in lines)
-        lines = t.transact("OK", "SEARCH ALL")
-        assert not any(b"EXPUNGE" in line for line in lines)
-        assert t.transact("OK", "NOOP") == [b"* 2 EXPUNGE", b"t6 OK NOOP completed"]
-        assert t.transact("OK", "FETCH 1:* (UID)")[:2] == [b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 3)"]
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    _expunge_uid_2_elsewhere(bridge)
+    lines = t.transact("OK", "FETCH 1:3 (UID)")
+    assert not any(b"EXPUNGE" in line for line in lines)
+    assert lines[0] == b"* 1 FETCH (UID 1)" and lines[-2] == b"* 3 FETCH (UID 3)"
+    lines = t.transact("OK", "STORE 3 +FLAGS (\\Flagged)")
+    assert not any(b"EXPUNGE" in line for line in lines)
+    lines = t.transact("OK", "SEARCH ALL")
+    assert not any(b"EXPUNGE" in line for line in lines)
+    assert t.transact("OK", "NOOP") == [b"* 2 EXPUNGE", b"t6 OK NOOP completed"]
+    assert t.transact("OK", "FETCH 1:* (UID)")[:2] == [b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 3)"]
 
 
-def test_uid_fetch_may_report_the_expunge_after_its_answer(bridge: RunningBridge) -> None:
+def test_uid_fetch_may_report_the_expunge_after_its_answer(bridge: RunningBridge, transcript: Opener) -> None:
     deliver(bridge, 3)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        _expunge_uid_2_elsewhere(bridge)
-        assert t.transact("OK", "UID FETCH 1:* (UID)") == [
-            b"* 1 FETCH (UID 1)", b"* 3 FETCH (UID 3)", b"* 2 EXPUNGE", b"t3 OK FETCH completed"]
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    _expunge_uid_2_elsewhere(bridge)
+    assert t.transact("OK", "UID FETCH 1:* (UID)") == [
+        b"* 1 FETCH (UID 1)", b"* 3 FETCH (UID 3)", b"* 2 EXPUNGE", b"t3 OK FETCH completed"]

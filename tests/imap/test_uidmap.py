@@ -13,7 +13,7 @@ from bridge.imapserver.uidmap import UidMap
 from bridge.store import models as m
 from bridge.store.mailboxes import MailboxRepository, complement, runs_of
 from tests.conftest import ANNA, RunningBridge
-from tests.helpers.imap import Transcript
+from tests.imap.conftest import Opener
 from tests.imap.test_idle import deliver, inbox
 
 
@@ -51,15 +51,12 @@ def test_runs_and_complement() -> None:
     assert UidMap([(1, 100_000)]).seq_of(99_999) == 99_999     # one run, whatever the size
 
 
-def test_select_reads_uids_from_tombstones_or_entries(bridge: RunningBridge) -> None:
+def test_select_reads_uids_from_tombstones_or_entries(bridge: RunningBridge, transcript: Opener) -> None:
     deliver(bridge, 5)
-    t = Transcript(bridge, ANNA)
-    try:
-        t.transact("OK", "SELECT INBOX")
-        t.transact("OK", "UID STORE 2,4 +FLAGS.SILENT (\\Deleted)")
-        t.transact("OK", "EXPUNGE")
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    t.transact("OK", "SELECT INBOX")
+    t.transact("OK", "UID STORE 2,4 +FLAGS.SILENT (\\Deleted)")
+    t.transact("OK", "EXPUNGE")
     repo = MailboxRepository(bridge.store)
     box = inbox(bridge)
     view, runs, keywords = repo.select_state(box)
@@ -74,10 +71,7 @@ def test_select_reads_uids_from_tombstones_or_entries(bridge: RunningBridge) -> 
                              internal_date=dt.datetime.now(dt.timezone.utc)))
     view, runs, keywords = repo.select_state(box)
     assert (view.uidnext, runs, keywords) == (8, [(1, 1), (3, 3), (5, 5), (7, 7)], ["$Later"])
-    t = Transcript(bridge, ANNA)
-    try:
-        lines = t.transact("OK", "SELECT INBOX")
-        assert b"* 4 EXISTS" in lines and b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Later)" in lines
-        assert t.transact("OK", "FETCH 4 (UID)")[0] == b"* 4 FETCH (UID 7)"
-    finally:
-        t.close()
+    t = transcript(bridge, ANNA)
+    lines = t.transact("OK", "SELECT INBOX")
+    assert b"* 4 EXISTS" in lines and b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Later)" in lines
+    assert t.transact("OK", "FETCH 4 (UID)")[0] == b"* 4 FETCH (UID 7)"
