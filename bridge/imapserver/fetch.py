@@ -153,7 +153,12 @@ async def _mark_seen(s: "ImapSession", uids: list[int]) -> set[int]:
     sel = s.selected
     if not uids or sel is None:
         return set()
-    changed, _ = await s.blocking(s.ctx.mailboxes.store_flags, sel.mailbox.id, uids, "+", ["\\Seen"], None,
+    # A read first: messages that are already \Seen (most, once read) need no write transaction.
+    states = await s.blocking(s.ctx.mailboxes.flag_states, sel.mailbox.id, uids)
+    unseen = [e.uid for e in states if "\\Seen" not in e.flags]
+    if not unseen:
+        return set()
+    changed, _ = await s.blocking(s.ctx.mailboxes.store_flags, sel.mailbox.id, unseen, "+", ["\\Seen"], None,
                                   s.account_id())
     if changed:
         s.notify_changed()
