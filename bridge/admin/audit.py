@@ -34,7 +34,6 @@ from bridge.store.auditlog import ChainState
 PROGRESS_EVERY = 10_000
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-HEAD_FIELDS = ("chain", "seq", "hash", "count", "exported_at")
 DO_NOT_REPAIR = ("keep the database as it is for investigation (do not repair the chain), and "
                  "compare with your latest export: `dp2bridge audit verify --head EXPORT.jsonl`")
 
@@ -196,14 +195,15 @@ def _check_export_signature(ctx: Context, export: dict[str, Any]) -> int:
 
 
 def _verify_chain(store: Any, state: ChainState) -> bool:
-    shown = [False]
+    long = False
 
     def progress(chain: str, n: int) -> None:
-        shown[0] = True
+        nonlocal long
+        long = True
         print(f"audit verify: {chain}: {n} events checked...", file=sys.stderr, flush=True)
     upto = state.head[0] if state.head else None
     count, broken = walk(state, auditlog.chain_rows(store, state.chain, upto=upto), progress)
-    if shown[0]:
+    if long:
         print(f"audit verify: {state.chain}: {count} events checked", file=sys.stderr, flush=True)
     if broken is not None:
         print(broken.describe())
@@ -252,8 +252,9 @@ def _read_export_head(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(last)
         head = doc["signed_head"]
-        ok = (isinstance(head, dict) and set(head) == set(HEAD_FIELDS) and isinstance(head["seq"], int)
-              and isinstance(head["count"], int) and isinstance(doc["signature"], str))
+        types = {"chain": str, "seq": int, "hash": str, "count": int, "exported_at": str}
+        ok = (isinstance(head, dict) and set(head) == set(types) and isinstance(doc["signature"], str)
+              and all(type(head[k]) is t for k, t in types.items()))
     except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:
