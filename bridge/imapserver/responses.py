@@ -12,6 +12,8 @@ from typing import Any, Iterable
 
 _QUOTABLE = frozenset(range(0x20, 0x7F)) - {0x22, 0x5C}
 _UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
+# Printable ASCII without " and \, under 1000 characters: quoted as it is.
+_PLAIN = re.compile(r'[\x20\x21\x23-\x5b\x5d-\x7e]{0,999}\Z')
 # RFC 2231 attribute-char: what may stay unencoded in an extended parameter value.
 _ATTRIBUTE_CHARS = frozenset(b"!#$&+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -22,6 +24,8 @@ def nil_or_string(value: str | bytes | None) -> bytes:
 
 def string(value: str | bytes) -> bytes:
     """A quoted string when possible, else a literal (8-bit, CR, LF, long values)."""
+    if isinstance(value, str) and _PLAIN.match(value):      # the common case, one regex
+        return b'"' + value.encode("ascii") + b'"'
     raw = value.encode("utf-8") if isinstance(value, str) else value
     if len(raw) < 1000 and not _UNPRINTABLE.search(raw):
         if b"\\" in raw or b'"' in raw:
@@ -61,19 +65,16 @@ def flag_list(flags: Iterable[str]) -> bytes:
 def envelope(env: list[Any]) -> bytes:
     """ENVELOPE from the stored list [date, subject, from, sender, reply_to, to, cc, bcc,
     in_reply_to, message_id]."""
-    parts = []
-    for index, value in enumerate(env):
-        if 2 <= index <= 7:
-            parts.append(_addresses(value))
-        else:
-            parts.append(nil_or_string(value))
-    return b"(" + b" ".join(parts) + b")"
+    date, subject, *addresses, in_reply_to, message_id = env
+    return b"(%b %b %b %b %b %b %b %b %b %b)" % (
+        nil_or_string(date), nil_or_string(subject), *(_addresses(a) for a in addresses),
+        nil_or_string(in_reply_to), nil_or_string(message_id))
 
 
 def _addresses(value: list[list[str | None]] | None) -> bytes:
     if not value:
         return b"NIL"
-    return b"(" + b"".join(b"(" + b" ".join(nil_or_string(x) for x in addr) + b")" for addr in value) + b")"
+    return b"(%b)" % b"".join(b"(%b)" % b" ".join([nil_or_string(x) for x in addr]) for addr in value)
 
 
 def body_structure(node: dict[str, Any], extended: bool) -> bytes:
