@@ -162,7 +162,8 @@ def _json_value(value: Any) -> Any:
 
 
 def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
-    t = sub.add_parser("trace", parents=[parents["store"]], help="a message's whole story from the audit trail",
+    t = sub.add_parser("trace", parents=[parents["store"]],
+                       help="a message's whole story from the audit trail",
                        description=TRACE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("id", metavar="MESSAGE-UUID|MESSAGE-ID", help="the message UUID, or its Message-ID")
     t.set_defaults(func=cmd_trace)

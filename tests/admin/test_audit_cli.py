@@ -146,7 +146,8 @@ def test_one_changed_byte_fails_and_names_that_event(traffic: RunningBridge, cli
     r = cli("audit", "verify")
     assert r.code == 1
     fail = [line for line in r.out.splitlines() if line.startswith("FAIL:")]
-    assert fail == [f"FAIL: kommune: first broken link at seq {ev['seq']} (row id {ev['id']}, kind delivered, "
+    assert fail == [f"FAIL: kommune: first broken link at seq {ev['seq']} (row id {ev['id']}, "
+                    f"kind delivered, "
                     f"time {audit._iso_ms(ev['time'])}): changed: its content does not match its hash "
                     f"(the event was altered after it was written)"]
     assert any(line.startswith("ok: borger:") for line in r.out.splitlines())   # other chains still checked
@@ -162,7 +163,8 @@ def test_a_missing_event_in_the_middle_is_named(traffic: RunningBridge, cli: Cli
     assert f"missing: seq {ev['seq']} is not in the database (deleted)" in r.out
 
 
-def test_a_rewritten_event_with_recomputed_hash_breaks_the_next_link(traffic: RunningBridge, cli: Cli) -> None:
+def test_a_rewritten_event_with_recomputed_hash_breaks_the_next_link(traffic: RunningBridge,
+                                                                    cli: Cli) -> None:
     ev = kommune_event(traffic, "submit.accepted")
     forged = {**ev, "actor": "mallory@kommune.dp2.test"}
     tamper(traffic, update(EV).where(EV.c.id == ev["id"]).values(
@@ -211,7 +213,8 @@ def test_long_chains_are_walked_in_pages_with_progress(traffic: RunningBridge, c
     assert r.code == 0, r.out
     assert r.out == f"ok: kommune: {seq} events, head {digest[:16]}\n"
     progress = r.err.splitlines()
-    assert progress[:2] == ["audit verify: kommune: 3 events checked...", "audit verify: kommune: 6 events checked..."]
+    assert progress[:2] == ["audit verify: kommune: 3 events checked...",
+                            "audit verify: kommune: 6 events checked..."]
     assert progress[-1] == f"audit verify: kommune: {seq} events checked"
     last = [e for e in traffic.store.audit_events("kommune") if e["seq"] == seq][0]
     tamper(traffic, update(EV).where(EV.c.id == last["id"]).values(result="fail"))
@@ -226,7 +229,8 @@ def test_unknown_tenant_is_refused(bridge: RunningBridge, cli: Cli) -> None:
 
 # --- export and the signed head ------------------------------------------------------
 
-def test_export_has_every_event_and_a_signed_whole_head(traffic: RunningBridge, cli: Cli, tmp_path: Path) -> None:
+def test_export_has_every_event_and_a_signed_whole_head(traffic: RunningBridge, cli: Cli,
+                                                        tmp_path: Path) -> None:
     _, lines = export(cli, tmp_path)
     *events, final = lines
     seq, digest = heads(traffic)["kommune"]
@@ -277,7 +281,8 @@ def test_deleting_the_newest_event_and_fixing_the_head_is_caught_by_an_export(
     assert f"the database chain now ends at seq {seq - 1} (events deleted)" in r.out
 
 
-def test_a_replaced_newest_event_is_caught_by_an_export(traffic: RunningBridge, cli: Cli, tmp_path: Path) -> None:
+def test_a_replaced_newest_event_is_caught_by_an_export(traffic: RunningBridge, cli: Cli,
+                                                        tmp_path: Path) -> None:
     path, _ = export(cli, tmp_path)
     seq = delete_newest(traffic, "kommune")
     assert cli("account", "app-password", "add", CASEWORKER, "laptop").code == 0   # a new seq
@@ -312,7 +317,8 @@ def resign(path: Path, lines: list[dict[str, Any]], pki: Any) -> None:
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def test_an_export_signed_by_another_tenant_does_not_count(bridge: RunningBridge, cli: Cli, tmp_path: Path) -> None:
+def test_an_export_signed_by_another_tenant_does_not_count(bridge: RunningBridge, cli: Cli,
+                                                           tmp_path: Path) -> None:
     path, lines = export(cli, tmp_path)
     resign(path, lines, load_tenant_pki(bridge.config.home / "certs", "borger"))
     r = cli("audit", "verify", "--head", path)

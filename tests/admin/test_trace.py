@@ -113,7 +113,8 @@ def test_trace_tells_a_letters_story_in_order(bridge: RunningBridge, cli: Cli) -
     assert "subject:    Indkaldelse" in r.out
     rows = table_rows(r.out)
     events = [row["EVENT"] for row in rows]
-    story = [e for e in events if e in ("submitted", "accepted", "delivered: inbox", "delivered: Sent copy", "read")]
+    told = ("submitted", "accepted", "delivered: inbox", "delivered: Sent copy", "read")
+    story = [e for e in events if e in told]
     assert story[:2] == ["submitted", "accepted"] and story[-1] == "read"
     assert sorted(story[2:-1]) == ["delivered: Sent copy", "delivered: inbox"]
     times = [row["TIME (UTC)"] for row in rows]
@@ -160,7 +161,8 @@ def test_trace_json_has_message_fields_and_events_in_time_order(bridge: RunningB
 def test_several_messages_sharing_a_message_id_are_each_shown(bridge: RunningBridge, cli: Cli) -> None:
     first = letter(bridge, "<shared@clients.test>")
     with login(bridge, ANNA) as c:
-        second = send(c, ANNA, JOBCENTER, message(ANNA, JOBCENTER, "Svar", message_id="<shared@clients.test>"))
+        second = send(c, ANNA, JOBCENTER,
+                      message(ANNA, JOBCENTER, "Svar", message_id="<shared@clients.test>"))
     settled(bridge)
     r = cli("trace", "<shared@clients.test>")
     assert r.code == 0
