@@ -54,21 +54,28 @@ async def idle(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> object:
 
 async def _wait_for_done(s: "ImapSession") -> bytes | None:
     """Report changes until the client sends a line; return that line (None when the
-    selected shared mailbox's grant was revoked meanwhile)."""
+    selected shared mailbox's grant was revoked meanwhile).  A shared mailbox wakes the
+    loop every ACCESS_SECONDS for the grant check only; the store is read for changes
+    after an event or every POLL_SECONDS."""
+    loop = asyncio.get_running_loop()
     reading = asyncio.ensure_future(s.conn.read_line())
     try:
+        woken, synced_at = "event", loop.time()
         while True:
             if not await _still_granted(s):
                 s.unselect()
                 await s.conn.send(b"* " + REVOKED + b" (ref " + s.id.encode() + b")")
                 return None
-            await s.sync()
-            await s.conn.drain()
+            if woken == "event" or loop.time() - synced_at >= POLL_SECONDS:
+                await s.sync()
+                await s.conn.drain()
+                synced_at = loop.time()
             sel = s.selected
             if sel is None or sel.queue is None:
                 return await reading
-            wait = ACCESS_SECONDS if sel.mailbox.shared else POLL_SECONDS
-            if await _next_event(reading, sel.queue, wait):
+            wait = min(ACCESS_SECONDS, POLL_SECONDS) if sel.mailbox.shared else POLL_SECONDS
+            woken = await _next_event(reading, sel.queue, wait)
+            if woken == "line":
                 return reading.result()
     finally:
         _dispose(reading)
@@ -82,14 +89,17 @@ async def _still_granted(s: "ImapSession") -> bool:
     return bool(await s.blocking(s.ctx.mailboxes.can_access, s.account_id(), sel.mailbox.id))
 
 
-async def _next_event(reading: "asyncio.Future[bytes]", queue: "asyncio.Queue[Any]", wait: float) -> bool:
-    """Wait for the client's line (True), a mailbox event or `wait` seconds (False)."""
+async def _next_event(reading: "asyncio.Future[bytes]", queue: "asyncio.Queue[Any]", wait: float) -> str:
+    """Wait for the client's line ("line"), a mailbox event ("event") or `wait` seconds
+    ("timeout")."""
     getting = asyncio.ensure_future(queue.get())
     try:
         await asyncio.wait({reading, getting}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
     finally:
         _dispose(getting)
-    return reading.done()
+    if reading.done():
+        return "line"
+    return "event" if getting.done() and not getting.cancelled() else "timeout"
 
 
 def _dispose(task: "asyncio.Future[Any]") -> None:
