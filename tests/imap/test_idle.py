@@ -225,3 +225,17 @@ def test_idle_on_a_shared_mailbox_ends_when_the_grant_is_revoked(bridge: Running
     assert time.monotonic() - revoked < idle.ACCESS_SECONDS + 2.0
     with pytest.raises(ConnectionError):       # closed, and nothing else was sent
         t.readline()
+
+
+def test_idle_on_a_shared_mailbox_notices_a_revocation_without_any_event(sqlite_bridge: RunningBridge,
+                                                                          transcript: Opener) -> None:
+    """Nothing happens in the mailbox after the revocation: the periodic grant check ends IDLE."""
+    admin = Admin(sqlite_bridge.store, SystemClock(), "tests")
+    t = transcript(sqlite_bridge, CASEWORKER)
+    t.transact("OK", 'SELECT "Shared/jobcenter/INBOX"')
+    start_idle(t)
+    admin.revoke(JOBCENTER, CASEWORKER)
+    revoked = time.monotonic()
+    t.sock.settimeout(10)
+    assert REF.sub(b"", t.readline()) == b"* " + idle.REVOKED
+    assert time.monotonic() - revoked < idle.ACCESS_SECONDS + 1.0
