@@ -1,8 +1,8 @@
 """`dp2bridge <noun> <verb>`: the admin command line (DESIGN.md section 9).
 
 `init`, `serve` and `upgrade` live here; each noun has its own module
-(tenants.py, accounts.py, contact_points.py, certs.py) that adds its verbs to
-the one parser.  Commands call core.admin or the store.  Secrets are read from stdin
+(tenants.py, accounts.py, contact_points.py, certs.py, consent.py, audit.py,
+trace.py, verify.py) that adds its verbs to the one parser.  Commands call core.admin or the store.  Secrets are read from stdin
 (`--password-stdin`) or printed once when generated; never taken from the
 command line.  Errors print what was wrong and what to do: exit 1 for a
 refused command, 2 for configuration or usage problems.  Admin commands work

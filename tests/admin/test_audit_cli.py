@@ -29,7 +29,7 @@ from bridge.crypto.evidence import ensure_tenant_pki, load_tenant_pki, verify_de
 from bridge.store import auditlog
 from bridge.store import models as m
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
-from tests.helpers.smtp import connect, login, message, wait_for
+from tests.helpers.smtp import connect, login, message, settled
 
 EV = m.AuditEvent.__table__
 HEADS = m.AuditHead.__table__
@@ -78,17 +78,6 @@ def traffic(bridge: RunningBridge, cli: Cli) -> RunningBridge:
     assert cli("account", "app-password", "add", ANNA, "phone").code == 0
     settled(bridge)
     return bridge
-
-
-def settled(bridge: RunningBridge) -> None:
-    """Wait until no delivery is pending and no audit head has moved for a moment: receipts
-    are issued after deliveries, by their own worker, and append events of their own."""
-    seen: list[Any] = []
-
-    def still() -> bool:
-        seen.append((bridge.store.pending_jobs(), bridge.store.audit_heads()))
-        return len(seen) > 1 and seen[-1] == seen[-2] and seen[-1][0] == 0
-    wait_for(still, timeout=10, interval=0.4)
 
 
 def heads(bridge: RunningBridge) -> dict[str, tuple[int, str]]:

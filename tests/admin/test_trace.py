@@ -10,7 +10,6 @@ import datetime as dt
 import io
 import json
 import re
-import smtplib
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -20,7 +19,7 @@ import pytest
 from bridge.admin.cli import main
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
 from tests.helpers.imap import imap_client
-from tests.helpers.smtp import login, message, wait_for
+from tests.helpers.smtp import login, message, send, settled
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -46,26 +45,6 @@ def cli(bridge: RunningBridge, capsys: pytest.CaptureFixture[str], monkeypatch: 
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
     return run
-
-
-def settled(bridge: RunningBridge) -> None:
-    """Wait until no delivery is pending and no audit head has moved for a moment (receipts
-    are issued after deliveries, by their own worker)."""
-    seen: list[object] = []
-
-    def still() -> bool:
-        seen.append((bridge.store.pending_jobs(), bridge.store.audit_heads()))
-        return len(seen) > 1 and seen[-1] == seen[-2] and seen[-1][0] == 0
-    wait_for(still, timeout=10, interval=0.4)
-
-
-def send(client: smtplib.SMTP, sender: str, to: str, raw: bytes) -> str:
-    """Send; the message UUID from `250 2.0.0 OK <uuid>`."""
-    client.mail(sender)
-    assert client.rcpt(to)[0] == 250
-    code, reply = client.data(raw)
-    assert code == 250, reply
-    return reply.decode().split()[2]
 
 
 def letter(bridge: RunningBridge, message_id: str = "<trace-1@kommune.test>") -> str:

@@ -44,6 +44,33 @@ def message(sender: str, to: str, subject: str = "Test", body: str = "Hej\r\n",
             f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
 
 
+def send(client: smtplib.SMTP, sender: str, to: str, raw: bytes) -> str:
+    """Send to one recipient; the message UUID from `250 2.0.0 OK <uuid>`."""
+    client.mail(sender)
+    code, _ = client.rcpt(to)
+    assert code == 250
+    code, reply = client.data(raw)
+    assert code == 250, reply
+    text = reply.decode()
+    assert text.startswith("2.0.0 OK ")
+    return text.split()[2]
+
+
+def settled(bridge: RunningBridge) -> None:
+    """Wait until nothing is left to do: no delivery pending, no receipt owed, and no audit
+    head moving for a moment (receipts are issued after deliveries, by their own worker,
+    and append events of their own)."""
+    from bridge.store.receipts import ReceiptRepository
+    repo = ReceiptRepository(bridge.store)
+    seen: list[Any] = []
+
+    def still() -> bool:
+        owed = sum(1 for r in repo.receipts() if r["state"] in ("queued", "running"))
+        seen.append((bridge.store.pending_jobs(), owed, bridge.store.audit_heads()))
+        return len(seen) > 1 and seen[-1] == seen[-2] and seen[-1][:2] == (0, 0)
+    wait_for(still, timeout=10, interval=0.2)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 2.0, interval: float = 0.02) -> Any:
     """The first truthy value of predicate() within `timeout` seconds, else AssertionError."""
     deadline = time.monotonic() + timeout

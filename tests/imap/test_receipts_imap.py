@@ -13,8 +13,7 @@ from typing import Any
 
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
 from tests.helpers.imap import imap_client
-from tests.helpers.smtp import login, message, wait_for
-from tests.protocol.test_submission import send
+from tests.helpers.smtp import login, message, send, settled, wait_for
 
 
 def cli(bridge: RunningBridge, *args: str) -> str:
@@ -30,13 +29,6 @@ def kinds(bridge: RunningBridge, owner: str) -> list[str]:
         raw = bridge.app.blobs.get(e["sha256"])
         out.append(email.message_from_bytes(raw, policy=email.policy.default)["X-DP2-Receipt"])
     return out
-
-
-def settle(bridge: RunningBridge) -> None:
-    """Wait until no receipt is owed any more (the worker issued all there are)."""
-    from bridge.store.receipts import ReceiptRepository
-    repo = ReceiptRepository(bridge.store)
-    wait_for(lambda: all(r["state"] == "done" for r in repo.receipts()), timeout=10)
 
 
 def letter(bridge: RunningBridge, subject: str) -> str:
@@ -61,7 +53,7 @@ def read_newest(bridge: RunningBridge) -> None:
 def test_read_status_only_with_consent(bridge: RunningBridge) -> None:
     first = letter(bridge, "Uden samtykke")
     read_newest(bridge)
-    settle(bridge)
+    settled(bridge)
     assert "ContentAccessTracking" not in kinds(bridge, CASEWORKER)
     # Nothing in the sender's trail either: the read is in Anna's own chain only.
     assert [e["chain"] for e in bridge.store.audit_events(message_uuid=first) if e["kind"] == "read"] == ["borger"]
@@ -70,7 +62,7 @@ def test_read_status_only_with_consent(bridge: RunningBridge) -> None:
     second = letter(bridge, "Med samtykke")
     read_newest(bridge)
     wait_for(lambda: "ContentAccessTracking" in kinds(bridge, CASEWORKER), timeout=10)
-    settle(bridge)
+    settled(bridge)
     assert kinds(bridge, CASEWORKER).count("ContentAccessTracking") == 1
     read = [e for e in bridge.store.audit_events(message_uuid=second) if e["kind"] == "read"]
     assert [e["chain"] for e in read] == ["kommune"]
@@ -78,7 +70,7 @@ def test_read_status_only_with_consent(bridge: RunningBridge) -> None:
     cli(bridge, "consent", "revoke", ANNA, "kommune")
     letter(bridge, "Samtykke trukket tilbage")
     read_newest(bridge)
-    settle(bridge)
+    settled(bridge)
     assert kinds(bridge, CASEWORKER).count("ContentAccessTracking") == 1
     assert "ContentAccessTracking" not in kinds(bridge, ANNA)
 
@@ -111,7 +103,7 @@ def test_moving_a_citizens_message_out_of_the_shared_inbox_tells_her_who_handles
     finally:
         c.logout()
     got = wait_for(lambda: handling_receipts(bridge), timeout=10)
-    settle(bridge)
+    settled(bridge)
     assert len(handling_receipts(bridge)) == 1
     assert got[0].handler == "Jobcenter" and got[0].recipient.address == JOBCENTER
     assert got[0].handler_person is None                # the policy is off by default
@@ -130,7 +122,7 @@ def test_moving_a_citizens_message_out_of_the_shared_inbox_tells_her_who_handles
     finally:
         c.logout()
     wait_for(lambda: len(handling_receipts(bridge)) == 2, timeout=10)
-    settle(bridge)
+    settled(bridge)
     receipts = handling_receipts(bridge)
     assert len(receipts) == 2
     assert receipts[1].handler == "Jobcenter" and receipts[1].handler_person == "Sagsbehandler Demo"

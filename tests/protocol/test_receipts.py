@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
-from tests.helpers.smtp import login, message, wait_for
-from tests.protocol.test_submission import send
+from tests.helpers.smtp import login, message, send, wait_for
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
                                    reason="the openssl binary is needed (Debian package openssl)")

@@ -11,7 +11,7 @@ import smtplib
 import pytest
 
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, LAWYER, RunningBridge
-from tests.helpers.smtp import connect, login, message, wait_for
+from tests.helpers.smtp import connect, login, message, send, wait_for
 
 
 def blob(bridge: RunningBridge, sha: str) -> bytes:
@@ -20,18 +20,6 @@ def blob(bridge: RunningBridge, sha: str) -> bytes:
 
 def inbox(bridge: RunningBridge, owner: str, mailbox: str = "INBOX") -> list[dict]:
     return bridge.store.mailbox_entries(owner, mailbox)
-
-
-def send(client: smtplib.SMTP, sender: str, to: str, raw: bytes) -> str:
-    """Send and return the message UUID from `250 2.0.0 OK <uuid>`."""
-    client.mail(sender)
-    code, _ = client.rcpt(to)
-    assert code == 250
-    code, reply = client.data(raw)
-    assert code == 250, reply
-    text = reply.decode()
-    assert text.startswith("2.0.0 OK ")
-    return text.split()[2]
 
 
 @pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit-tls"])
