@@ -298,6 +298,8 @@ async def _select(s: "ImapSession", args: Reader, read_only: bool) -> str:
         s.untagged(b"OK [CLOSED] previous mailbox closed")
     s.unselect()
     box = await resolve(s, name)
+    if box.shared:                  # the trail shows who opened a contact point's mailbox, and when
+        await s.blocking(s.ctx.mailboxes.record_access, s.account_id(), box.id, s.info(), read_only)
     sel, keywords = await s.select_mailbox(box, read_only)
     from bridge.imapserver.responses import flag_list
     system = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]

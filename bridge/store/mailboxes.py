@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bridge.core import mailboxnames as names
+from bridge.core.audit import AuditEvent
 from bridge.store import models as m, receipts
 
 SHARED_PREFIX = names.SHARED_PREFIX
@@ -312,6 +313,22 @@ class MailboxRepository:
         return out
 
     # --- flags -----------------------------------------------------------------------
+
+    def record_access(self, account_id: int, mailbox_id: int, ctx: Any, read_only: bool) -> None:
+        """A `mailbox.access` event in the contact point's tenant chain: staff opened one of
+        its shared mailboxes (SELECT, or EXAMINE when `read_only`)."""
+        with self.store.tx() as s:
+            row = s.execute(select(m.Account.login, m.ContactPoint.address, m.Tenant.name).select_from(
+                m.Mailbox).join(m.ContactPoint, m.ContactPoint.id == m.Mailbox.contact_point_id).join(
+                m.Tenant, m.Tenant.id == m.ContactPoint.tenant_id).join(
+                m.Account, m.Account.id == account_id).where(m.Mailbox.id == mailbox_id)).first()
+            if row is None:
+                return
+            login, address, chain = row
+            self.store._audit(s, AuditEvent(
+                time=self.store.clock.now(), chain=chain, kind="mailbox.access", result="ok", actor=login,
+                subject=address, protocol=ctx.protocol, session_id=ctx.session_id,
+                details={"mailbox": "INBOX", "mode": "examine" if read_only else "select", "ip": ctx.ip}))
 
     def store_flags(self, mailbox_id: int, uids: list[int], mode: str, flags: list[str],
                     unchanged_since: int | None = None,

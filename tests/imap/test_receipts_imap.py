@@ -126,3 +126,15 @@ def test_moving_a_citizens_message_out_of_the_shared_inbox_tells_her_who_handles
     receipts = handling_receipts(bridge)
     assert len(receipts) == 2
     assert receipts[1].handler == "Jobcenter" and receipts[1].handler_person == "Sagsbehandler Demo"
+
+
+def test_opening_a_shared_mailbox_is_in_the_trail(bridge: RunningBridge) -> None:
+    c = imap_client(bridge, CASEWORKER)
+    try:
+        assert c.select('"Shared/jobcenter/INBOX"', readonly=True)[0] == "OK"
+        assert c.select("INBOX")[0] == "OK"             # its own mailbox: not recorded
+    finally:
+        c.logout()
+    access = [e for e in bridge.store.audit_events(chain="kommune") if e["kind"] == "mailbox.access"]
+    assert [(e["actor"], e["subject"], e["details"]["mode"]) for e in access] == [
+        (CASEWORKER, JOBCENTER, "examine")]
