@@ -73,6 +73,7 @@ def test_read_status_only_with_consent(bridge: RunningBridge) -> None:
     settled(bridge)
     assert kinds(bridge, CASEWORKER).count("ContentAccessTracking") == 1
     assert "ContentAccessTracking" not in kinds(bridge, ANNA)
+    assert "ok: kommune" in cli(bridge, "audit", "verify")      # every chain still holds
 
 
 def anna_writes(bridge: RunningBridge, subject: str) -> str:
@@ -126,6 +127,7 @@ def test_moving_a_citizens_message_out_of_the_shared_inbox_tells_her_who_handles
     receipts = handling_receipts(bridge)
     assert len(receipts) == 2
     assert receipts[1].handler == "Jobcenter" and receipts[1].handler_person == "Sagsbehandler Demo"
+    assert "ok: kommune" in cli(bridge, "audit", "verify")
 
 
 def test_opening_a_shared_mailbox_is_in_the_trail(bridge: RunningBridge) -> None:
