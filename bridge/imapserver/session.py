@@ -64,8 +64,8 @@ class Selected:
     queue: Any = None                              # Filed/Changed events (core/events.py) for IDLE
     synced: int = 0                                # MODSEQ up to which changes were read (sync)
     gone: set[int] = field(default_factory=set)    # expunged, EXPUNGE not sent yet
-    told: dict[int, int] = field(default_factory=dict)   # UID -> MODSEQ whose flags the client
-    #                                                      got after `synced` (not sent again)
+    # UID -> MODSEQ of flags the client got (FETCH, STORE) after `synced`: sync does not repeat them.
+    told: dict[int, int] = field(default_factory=dict)
     search_saved: list[int] = field(default_factory=list)   # RFC 5182 "$"
 
     def seq_of(self, uid: int) -> int | None:
