@@ -59,7 +59,7 @@ def stored_messages(bridge: RunningBridge) -> int:
 
     from bridge.store import models as m
     with bridge.store.ro() as s:
-        return s.scalar(select(func.count()).select_from(m.Message))
+        return s.scalar(select(func.count()).select_from(m.Message).where(m.Message.origin != "receipt"))
 
 
 def blob_files(bridge: RunningBridge) -> list[str]:
