@@ -180,6 +180,13 @@ def run(args: argparse.Namespace) -> int:
         cpu1 = cpu_seconds(proc.pid)
         poller.stop.set()
         poller.join()
+        issued, last_progress = 0, time.monotonic()   # each message owes 2 receipts (accepted, delivered)
+        while issued < 2 * len(sent) and time.monotonic() - last_progress < STALL_SECONDS:
+            time.sleep(0.05)
+            now_issued = receipts_done(store)
+            if now_issued > issued:
+                issued, last_progress = now_issued, time.monotonic()
+        t_receipts, cpu2 = time.time(), cpu_seconds(proc.pid)
         rss = proc_status_mb(proc.pid, "VmHWM")
         missing = len(sent.keys() - poller.visible.keys())
 
@@ -205,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
               f"   (entry internal_date)")
         print(f"  server CPU            {cpu_ms:8.2f} ms/msg     (user {user_ms:.2f}, system {sys_ms:.2f}; "
               f"submission + delivery)")
+        receipt_ms = sum(b - a for a, b in zip(cpu1, cpu2)) * 1000 / max(issued, 1)
+        print(f"  receipts              {issued} signed and filed, all {t_receipts - t_start:6.1f} s after the "
+              f"first DATA; {receipt_ms:.2f} ms server CPU per receipt after delivery ended")
         print(f"  server peak RSS       {rss:8.1f} MB         target < {TARGETS['rss_mb']:.0f}    "
               f"{ok(rss < TARGETS['rss_mb'])}")
         if missing:
@@ -222,6 +232,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"  home kept in {root / 'home'}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def receipts_done(store: SqlStore) -> int:
+    from sqlalchemy import func, select
+
+    from bridge.store import models as m
+    with store.ro() as s:
+        return s.scalar(select(func.count()).select_from(m.Receipt).where(m.Receipt.state == "done")) or 0
 
 
 def main() -> int:

@@ -182,40 +182,42 @@ class ReceiptRepository:
             return f"cvr:{local}", ""
         return None, ""
 
-    def file(self, owed: Owed, sha256: str, info: Any, *, message_id: str, from_address: str,
-             subject: str, audit: AuditEvent) -> Filed | None:
-        """File the signed receipt (`sha256`, analysed as `info`) in the owner's Receipts
-        mailbox, mark it issued and record `audit`, in one transaction.  None when the lease
-        was lost (another worker issues it)."""
-        store = self.store
+    def file_many(self, items: list[tuple[Owed, str, Any, dict[str, Any]]]) -> list[Filed | None]:
+        """File signed receipts ((owed, blob sha256, analysis, {message_id, from_address,
+        subject, audit})) in their owners' Receipts mailboxes, mark them issued and record
+        their audit events, in one unit of the shared transaction: all or none.  None for a
+        receipt whose lease was lost (another worker issues it)."""
+        return self.store._shared(lambda s: [self._file(s, o, sha, info, **fields)
+                                             for o, sha, info, fields in items])
 
-        def unit(s: Session) -> Filed | None:
-            s.flush()
-            r = m.Receipt
-            done = s.execute(update(r).where(r.id == owed.id, r.state == "running",
-                                             r.lease_token == owed.lease_token).values(
-                state="done", lease_until=None).execution_options(synchronize_session=False))
-            if done.rowcount != 1:
-                return None
-            store._content(s, sha256, info)
-            now = store.clock.now()
-            receipt = m.Message(
-                uuid=str(uuid.uuid4()), tenant_id=owed.owner_tenant_id, message_id=message_id,
-                thread_id=owed.thread_id, in_reply_to=owed.message_id or None, sender_account_id=None,
-                sender_party_id=None, from_address=from_address, subject=subject, sha256=sha256,
-                size=info.size, internal_date=now, origin="receipt", session_id=None,
-                state="delivered", memo={})
-            s.add(receipt)
-            s.flush()
-            s.execute(update(r).where(r.id == owed.id).values(filed_message_id=receipt.id)
-                      .execution_options(synchronize_session=False))
-            box_id, uid, modseq = store._take_uid(s, "account_id", owed.owner_id, "Receipts")
-            s.execute(m.MailboxEntry.__table__.insert().values(
-                mailbox_id=box_id, uid=uid, message_id=receipt.id, sha256=sha256, flags="", keywords="",
-                modseq=modseq, internal_date=now))
-            store._audit(s, audit)
-            return Filed(box_id, uid, modseq, receipt.uuid)
-        return store._shared(unit)
+    def _file(self, s: Session, owed: Owed, sha256: str, info: Any, *, message_id: str, from_address: str,
+              subject: str, audit: AuditEvent) -> Filed | None:
+        store = self.store
+        s.flush()
+        r = m.Receipt
+        done = s.execute(update(r).where(r.id == owed.id, r.state == "running",
+                                         r.lease_token == owed.lease_token).values(
+            state="done", lease_until=None).execution_options(synchronize_session=False))
+        if done.rowcount != 1:
+            return None
+        store._content(s, sha256, info)
+        now = store.clock.now()
+        receipt = m.Message(
+            uuid=str(uuid.uuid4()), tenant_id=owed.owner_tenant_id, message_id=message_id,
+            thread_id=owed.thread_id, in_reply_to=owed.message_id or None, sender_account_id=None,
+            sender_party_id=None, from_address=from_address, subject=subject, sha256=sha256,
+            size=info.size, internal_date=now, origin="receipt", session_id=None,
+            state="delivered", memo={})
+        s.add(receipt)
+        s.flush()
+        s.execute(update(r).where(r.id == owed.id).values(filed_message_id=receipt.id)
+                  .execution_options(synchronize_session=False))
+        box_id, uid, modseq = store._take_uid(s, "account_id", owed.owner_id, "Receipts")
+        s.execute(m.MailboxEntry.__table__.insert().values(
+            mailbox_id=box_id, uid=uid, message_id=receipt.id, sha256=sha256, flags="", keywords="",
+            modseq=modseq, internal_date=now))
+        store._audit(s, audit)
+        return Filed(box_id, uid, modseq, receipt.uuid)
 
     def fail(self, owed: Owed, error: str, retry_at: dt.datetime | None) -> None:
         r = m.Receipt
