@@ -28,9 +28,10 @@ EXIT_USAGE = 2
 
 INIT_HELP = """\
 Create a home directory: DIR/bridge.toml, a development CA and server
-certificate under DIR/certs/, and the SQLite database.  Listeners are on
-127.0.0.1: BASE+587 (SMTP submission, STARTTLS), BASE+465 (submission, TLS);
-BASE+143 and BASE+993 are reserved for IMAP.  With --demo it adds the demo
+certificate under DIR/certs/, each tenant's CA and evidence certificate under
+DIR/certs/tenants/, and the SQLite database.  Listeners are on 127.0.0.1:
+BASE+587 (SMTP submission, STARTTLS), BASE+465 (submission, TLS), BASE+143
+(IMAP, STARTTLS) and BASE+993 (IMAP, TLS).  With --demo it adds the demo
 tenants and accounts and prints their random passwords, once.
 
 example:
