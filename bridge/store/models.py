@@ -284,3 +284,26 @@ class Consent(Base):
     citizen_party_id: Mapped[int] = mapped_column(ForeignKey("parties.id"), primary_key=True)
     sender_party_id: Mapped[int] = mapped_column(ForeignKey("parties.id"), primary_key=True)
     created_at: Mapped[dt.datetime]
+
+
+class UserCertificate(Base):
+    """An account's S/MIME certificate (issue 5, DESIGN.md section 7): issued by its tenant CA
+    (`dp2bridge cert issue`) or the user's own (`cert import`), for verifying their
+    signatures and encrypting to them.  Only the certificate: private keys never enter
+    the database.  Revocation sets revoked_at; nothing deletes a row."""
+
+    __tablename__ = "user_certificates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    serial: Mapped[str] = mapped_column(String(128))                    # lowercase hex
+    issuer_fingerprint: Mapped[str] = mapped_column(String(64))         # SHA-256 of the CA, or ""
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)   # SHA-256 of the DER
+    pem: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[dt.datetime]
+    not_after: Mapped[dt.datetime]
+    source: Mapped[str] = mapped_column(String(8))                      # issued|imported
+    revoked_at: Mapped[dt.datetime | None]
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]
+    __table_args__ = (UniqueConstraint("issuer_fingerprint", "serial"),
+                      CheckConstraint("source IN ('issued','imported')", name="user_cert_source"))
