@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from bridge.admin import accounts, certs, contact_points, tenants
 from bridge.admin import audit, consent, trace, verify
+from bridge.admin import pgp
 from bridge.admin.context import Context
 from bridge.errors import BridgeError, ConfigError
 
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.register(sub, parents)
     verify.register(sub, parents)
     consent.register(sub, parents)
+    pgp.register(sub, parents)
     return p
 
 

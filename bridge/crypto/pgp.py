@@ -173,7 +173,7 @@ class TenantKeyring:
         """The fingerprint of the bridge's key for `email_address` (ed25519 + cv25519, no
         passphrase, no expiry), made when the keyring has no secret key for that address."""
         email_address = email_address.strip().lower()
-        existing = self._bridge_key(email_address)
+        existing = self.bridge_key(email_address)
         if existing:
             return existing
         params = self.gpg.gen_key_input(
@@ -187,13 +187,14 @@ class TenantKeyring:
 
     def export_bridge_key(self, email_address: str | None = None) -> str:
         """The bridge key's armored public key (of `email_address`, else the only one)."""
-        fpr = self._bridge_key(email_address.strip().lower() if email_address else None)
+        fpr = self.bridge_key(email_address.strip().lower() if email_address else None)
         if not fpr:
             raise NotFound("this tenant has no bridge OpenPGP key yet; make it with "
                            "`dp2bridge pgp show --tenant T --bridge`")
         return str(self.gpg.export_keys(fpr, armor=True))
 
-    def _bridge_key(self, email_address: str | None) -> str | None:
+    def bridge_key(self, email_address: str | None = None) -> str | None:
+        """The fingerprint of the bridge key (of `email_address`, else the first), None if none."""
         for k in self.gpg.list_keys(secret=True):
             if email_address is None or email_address in _uid_emails(k):
                 return str(k["fingerprint"])
