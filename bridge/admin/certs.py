@@ -95,3 +95,5 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     show.add_argument("--tenant", metavar="NAME", help="print this tenant's evidence certificate (PEM)")
     show.add_argument("--ca", action="store_true", help="with --tenant: print the tenant's CA instead")
     show.set_defaults(func=cmd_show)
+    from bridge.admin import usercerts       # users' certificates: issue, list, revoke, crl, ...
+    usercerts.add_verbs(verbs, parents, show)
