@@ -42,6 +42,7 @@ _GPG_OPTIONS = ["--pinentry-mode", "loopback", "--no-greeting", "--no-permission
 _FPR_RE = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")      # v4 (40) or v5 (64) fingerprints
 _EMAIL_IN_UID = re.compile(r"<([^<>\s]+@[^<>\s]+)>\s*$")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+MAX_PLAINTEXT = 64 * 1024 * 1024         # bytes; above the SMTP size limit (DESIGN.md section 10)
 
 
 class PgpKeyError(AdminError):
@@ -120,8 +121,8 @@ class TenantKeyring:
             raise PgpKeyError(f"the file must hold exactly one OpenPGP public key; it holds {len(fprs)}")
         fpr = fprs.pop()
         before = self._listed(fpr)
-        result = self.gpg.import_keys(key, extra_args=["--import-options", "no-import-clean"])
-        if fpr not in {f for f in (result.fingerprints or [])} and not before:
+        result = self.gpg.import_keys(key)
+        if fpr not in (result.fingerprints or []) and before is None:
             raise PgpKeyError("gpg could not import the key (is it a valid OpenPGP public key?)")
         listed = self._listed(fpr)
         if listed is None or login not in _uid_emails(listed):
@@ -231,7 +232,7 @@ class TenantKeyring:
             result = self.gpg.verify_data(f.name, signed)
         return _judge(_status_lines(result), sender, self.pins())
 
-    def decrypt_pgp_mime(self, raw: bytes) -> bytes | None:
+    def decrypt_pgp_mime(self, raw: bytes, max_size: int = MAX_PLAINTEXT) -> bytes | None:
         """The complete message of an RFC 3156 `multipart/encrypted` top-level body: the outer
         header fields except Content-*, then the decrypted entity (CRLF line ends).  Of the
         entity's own header only the Content-* fields are kept: a From, Subject ... inside
@@ -240,7 +241,9 @@ class TenantKeyring:
         None when the message holds no PGP/MIME encryption at all (no gpg call then).
         PgpRefused when: encrypted parts sit anywhere but as the whole top-level body (EFAIL),
         the structure is not RFC 3156, it is not encrypted to this tenant's bridge key, it has
-        no integrity protection (MDC or AEAD), or gpg fails.  No plaintext leaves a refusal."""
+        no integrity protection (MDC or AEAD), the plaintext would exceed `max_size` bytes
+        (gpg --max-output: a compressed message can expand enormously), or gpg fails.  No
+        plaintext leaves a refusal."""
         if b"pgp-encrypted" not in raw.lower():
             return None
         head, body = _split(raw)
@@ -261,12 +264,12 @@ class TenantKeyring:
         ciphertext = data.get_payload(decode=True)
         if not isinstance(ciphertext, bytes) or not ciphertext.strip():
             raise PgpRefused("empty encrypted part", *_MALFORMED)
-        result = self.gpg.decrypt(ciphertext)
+        result = self.gpg.decrypt(ciphertext, extra_args=["--max-output", str(max_size)])
         status = _status_lines(result)
         plaintext = _released(status, result)
         if plaintext is None:
-            raise PgpRefused(f"gpg did not release plaintext: {_status_tokens(result)}",
-                             *_refusal(status))
+            raise PgpRefused(f"gpg did not release plaintext (exit {result.returncode}): "
+                             f"{_status_tokens(result)}", *_refusal(status))
         inner_head, inner_body = _split(_BARE_LF.sub(b"\r\n", plaintext))
         return _outer_fields(head) + _content_fields(inner_head) + b"\r\n" + inner_body
 
@@ -325,7 +328,9 @@ _NO_MDC = ("the message is encrypted without integrity protection (no MDC); it w
            "beskeden er krypteret uden integritetsbeskyttelse (ingen MDC) og blev ikke dekrypteret. "
            "Krypter den igen med et nyere OpenPGP-program", "5.6.5")
 _NOT_FOR_US = ("the message is not encrypted to this bridge's OpenPGP key",
-               "beskeden er ikke krypteret til denne brokobling's OpenPGP-nøgle", "5.7.5")
+               "beskeden er ikke krypteret til denne bros OpenPGP-nøgle (dp2bridge)", "5.7.5")
+_TOO_BIG = ("the decrypted message exceeds the size limit",
+            "den dekrypterede besked overskrider størrelsesgrænsen", "5.3.4")
 _GPG_FAILED = ("the encrypted message could not be decrypted",
                "den krypterede besked kunne ikke dekrypteres", "5.6.5")
 _NOT_PINNED = ("no usable OpenPGP key is registered for the recipient",
@@ -393,7 +398,10 @@ def _released(status: list[list[str]], result: Any) -> bytes | None:
 
 
 def _refusal(status: list[list[str]]) -> tuple[str, str, str]:
+    """Why gpg released no plaintext, as (English, Danish, enhanced status)."""
     keys = {w[0] for w in status}
+    if {"DECRYPTION_OKAY", "GOODMDC"} <= keys:        # decrypted fine, but writing failed:
+        return _TOO_BIG                               # --max-output is the one way that happens
     info = [w for w in status if w[0] == "DECRYPTION_INFO"]
     if "NO_SECKEY" in keys and "DECRYPTION_OKAY" not in keys and "DECRYPTION_KEY" not in keys:
         return _NOT_FOR_US

@@ -153,9 +153,10 @@ def test_import_refuses_a_key_of_another_address(world: World, ring: TenantKeyri
 
 
 def test_import_refuses_secret_keys_and_garbage(world: World, ring: TenantKeyring) -> None:
-    secret = world.user.gpg("--armor", "--export-secret-keys", world.anna).stdout
-    with pytest.raises(PgpKeyError, match="secret"):
-        ring.import_key(ANNA, secret)
+    for armor in ("--armor", "--no-armor"):
+        secret = world.user.gpg(armor, "--export-secret-keys", world.anna).stdout
+        with pytest.raises(PgpKeyError, match="secret"):
+            ring.import_key(ANNA, secret)
     with pytest.raises(PgpKeyError, match="exactly one"):
         ring.import_key(ANNA, b"not a key\n")
     with pytest.raises(PgpKeyError, match="exactly one"):
@@ -236,6 +237,14 @@ def _assemble_signed(entity: bytes, sig: bytes) -> bytes:
             + sig.replace(b"\n", b"\r\n") + b"\r\n--" + b + b"--\r\n")
 
 
+def test_a_non_detached_signature_in_the_signature_part_fails(world: World, ring: TenantKeyring) -> None:
+    ring.import_key(ANNA, export_one(world, world.anna))
+    for how in ("--sign", "--clearsign"):
+        other = world.user.gpg("--local-user", world.anna + "!", "--armor", how, data=b"other\r\n").stdout
+        r = ring.verify_pgp_mime(_assemble_signed(ENTITY, other), ANNA)
+        assert r.status == "fail", how
+
+
 def test_not_pgp_mime_is_none_without_running_gpg(tmp_path: Path) -> None:
     ring = TenantKeyring(tmp_path / "k")
     plain = OUTER + b"Content-Type: text/plain\r\n\r\nhej\r\n"
@@ -275,6 +284,16 @@ def test_no_mdc_is_refused_without_plaintext(world: World, ring: TenantKeyring) 
     assert e.enhanced == "5.6.5" and not e.temporary
     assert "integrity protection" in e.public and "integritetsbeskyttelse" in e.public_da
     assert b"kommune" not in (str(e) + e.public).encode()
+
+
+def test_a_plaintext_above_the_limit_is_refused(world: World, ring: TenantKeyring) -> None:
+    fpr = bridge_key_in_user(world, ring)
+    big = b"Content-Type: text/plain\r\n\r\n" + b"A" * 300_000          # compresses to ~1 KB
+    raw = OUTER + encrypted_body(encrypt_to(world, fpr, big))
+    with pytest.raises(PgpRefused) as exc:
+        ring.decrypt_pgp_mime(raw, max_size=100_000)
+    assert exc.value.enhanced == "5.3.4" and "size limit" in exc.value.public
+    assert ring.decrypt_pgp_mime(raw, max_size=400_000) == OUTER + big
 
 
 def test_efail_encrypted_part_inside_a_mixed_message_is_refused(world: World, ring: TenantKeyring) -> None:
