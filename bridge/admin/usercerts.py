@@ -119,6 +119,8 @@ def _write_exclusive(path: Path, data: bytes, record_it: Callable[[], Any]) -> N
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _P12_MODE)
     except FileExistsError:
         raise AdminError(f"{path} exists; give another --p12 file") from None
+    except OSError as exc:
+        raise AdminError(f"cannot create {path}: {exc.strerror}; give another --p12 file") from None
     try:
         with os.fdopen(fd, "wb") as out:
             record_it()
@@ -168,8 +170,8 @@ def cmd_crl(ctx: Context) -> int:
     ctx.store.tenant(a.tenant)                 # NotFound names `tenant list`
     path = _write_crl(ctx, a.tenant)
     if path is None:
-        raise AdminError(f"tenant {a.tenant!r} has no CA yet; `dp2bridge cert show --tenant "
-                         f"{a.tenant} --bridge` or a restart of `dp2bridge serve` creates it")
+        raise AdminError(f"tenant {a.tenant!r} has no CA (ca.pem in {_certs_dir(ctx)}/tenants/"
+                         f"{a.tenant} is missing); restart `dp2bridge serve` to create it")
     pem = path.read_bytes()
     if a.output:
         Path(a.output).write_bytes(pem)

@@ -234,3 +234,12 @@ def test_trust_adds_an_external_ca_for_the_tenant(cli, sqlite_home: Config, tmp_
     finally:
         store.close()
     assert kinds.count("cert.trust-added") == 1
+
+
+def test_crl_of_a_tenant_without_ca_is_refused_with_a_hint(cli, sqlite_home: Config) -> None:
+    r = cli("cert", "crl", "--tenant", "advokat")
+    assert r.code == 0 and r.out.startswith("-----BEGIN X509 CRL-----"), r.err
+    shutil.rmtree(tenant_dir(sqlite_home, "advokat"))
+    r = cli("cert", "crl", "--tenant", "advokat")
+    assert (r.code, r.out) == (1, "")
+    assert "has no CA" in r.err and "dp2bridge serve" in r.err
