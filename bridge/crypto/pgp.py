@@ -42,6 +42,8 @@ _GPG_OPTIONS = ["--pinentry-mode", "loopback", "--no-greeting", "--no-permission
 _FPR_RE = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")      # v4 (40) or v5 (64) fingerprints
 _EMAIL_IN_UID = re.compile(r"<([^<>\s]+@[^<>\s]+)>\s*$")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_PGP_ENCRYPTED = re.compile(rb"pgp-encrypted", re.IGNORECASE)   # the cheap test: no copy of raw
+_HEADER_LINE = re.compile(rb"^(?:[!-9;-~]+:|[ \t])")
 MAX_PLAINTEXT = 64 * 1024 * 1024         # bytes; above the SMTP size limit (DESIGN.md section 10)
 
 
@@ -210,7 +212,7 @@ class TenantKeyring:
         head, body = _split(raw)
         ctype = _content_type(head)
         if ctype is None or ctype.get_content_type() != "multipart/signed" \
-                or (ctype.get_param("protocol") or "").lower() != "application/pgp-signature":
+                or str(ctype.get_param("protocol") or "").lower() != "application/pgp-signature":
             return None
         sender = from_address.strip().lower()
 
@@ -244,12 +246,12 @@ class TenantKeyring:
         no integrity protection (MDC or AEAD), the plaintext would exceed `max_size` bytes
         (gpg --max-output: a compressed message can expand enormously), or gpg fails.  No
         plaintext leaves a refusal."""
-        if b"pgp-encrypted" not in raw.lower():
+        if not _PGP_ENCRYPTED.search(raw):
             return None
         head, body = _split(raw)
         ctype = _content_type(head)
         top = ctype is not None and ctype.get_content_type() == "multipart/encrypted"
-        if not top or (ctype.get_param("protocol") or "").lower() != "application/pgp-encrypted":
+        if not top or str(ctype.get_param("protocol") or "").lower() != "application/pgp-encrypted":
             if _has_nested_pgp(raw):
                 raise PgpRefused("encrypted part below the top level", *_EFAIL)
             return None
@@ -270,7 +272,7 @@ class TenantKeyring:
         if plaintext is None:
             raise PgpRefused(f"gpg did not release plaintext (exit {result.returncode}): "
                              f"{_status_tokens(result)}", *_refusal(status))
-        inner_head, inner_body = _split(_BARE_LF.sub(b"\r\n", plaintext))
+        inner_head, inner_body = _split_entity(_BARE_LF.sub(b"\r\n", plaintext))
         return _outer_fields(head) + _content_fields(inner_head) + b"\r\n" + inner_body
 
     def encrypt_pgp_mime(self, raw: bytes, fingerprints: list[str]) -> bytes:
@@ -437,6 +439,18 @@ def _split(raw: bytes) -> tuple[bytes, bytes]:
     return raw[:m.start()], raw[m.end():]
 
 
+def _split_entity(entity: bytes) -> tuple[bytes, bytes]:
+    """A decrypted entity's (header, body); an entity that does not start with header fields
+    is all body (a client that encrypted bare text)."""
+    if entity.startswith(b"\r\n"):
+        return b"", entity[2:]
+    end = entity.find(b"\r\n\r\n")
+    head = entity[:end]
+    if end < 0 or not all(_HEADER_LINE.match(line) for line in head.split(b"\r\n")):
+        return b"", entity
+    return head, entity[end + 4:]
+
+
 def _content_type(head: bytes) -> Message | None:
     msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n")
     if msg.get_all("content-type") is None or len(msg.get_all("content-type")) != 1:
@@ -474,7 +488,7 @@ def _has_nested_pgp(raw: bytes) -> bool:
         ctype = part.get_content_type()
         if ctype == "application/pgp-encrypted" or (
                 ctype == "multipart/encrypted"
-                and (part.get_param("protocol") or "").lower() == "application/pgp-encrypted"):
+                and str(part.get_param("protocol") or "").lower() == "application/pgp-encrypted"):
             return True
     return False
 

@@ -273,6 +273,16 @@ def test_decrypt_returns_the_exact_entity(world: World, ring: TenantKeyring) -> 
     assert out == OUTER + ENTITY
 
 
+def test_decrypted_header_fields_other_than_content_are_dropped(world: World, ring: TenantKeyring) -> None:
+    fpr = bridge_key_in_user(world, ring)
+    for entity, expected in (
+            (b"From: mallory@evil.test\r\nSubject: real\r\n" + ENTITY, ENTITY),   # protected headers
+            (b"\r\nno header\r\n\r\nsecond paragraph\r\n", b"\r\nno header\r\n\r\nsecond paragraph\r\n"),
+            (b"bare text\r\n\r\nmore\r\n", b"\r\nbare text\r\n\r\nmore\r\n")):
+        out = ring.decrypt_pgp_mime(OUTER + encrypted_body(encrypt_to(world, fpr, entity)))
+        assert out == OUTER + expected
+
+
 def test_no_mdc_is_refused_without_plaintext(world: World, ring: TenantKeyring) -> None:
     fpr = bridge_key_in_user(world, ring)
     ct = encrypt_to(world, fpr, ENTITY, "--rfc2440", "--cipher-algo", "CAST5")
