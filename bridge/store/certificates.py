@@ -164,10 +164,10 @@ class CertificateRepository:
         with self.store.ro() as s:
             return {r.fingerprint for r in s.execute(self._revoked(tenant))}
 
-    def valid_for_encryption(self, login: str, now: dt.datetime) -> list[str]:
-        """PEMs of the login's certificates mail may be encrypted to at `now`: not revoked,
-        within validity, RSA with keyEncipherment allowed; newest first.  An unknown login
-        has none."""
+    def valid_for_encryption(self, login: str, now: dt.datetime) -> list[bytes]:
+        """PEMs (bytes, as crypto.smime's `encrypt_smime` takes them) of the login's
+        certificates mail may be encrypted to at `now`: not revoked, within validity, RSA
+        with keyEncipherment allowed; newest first.  An unknown login has none."""
         from bridge.crypto.usercerts import can_encrypt_to
         c = m.UserCertificate
         with self.store.ro() as s:
@@ -176,7 +176,7 @@ class CertificateRepository:
                 .where(m.Account.login == login.strip().lower(), c.revoked_at.is_(None),
                        c.not_before <= now, c.not_after >= now)
                 .order_by(c.created_at.desc(), c.id.desc())))
-        return [pem for pem in pems if can_encrypt_to(pem)]
+        return [pem.encode("ascii") for pem in pems if can_encrypt_to(pem)]
 
     @staticmethod
     def _revoked(tenant: str) -> Any:

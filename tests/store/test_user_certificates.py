@@ -92,8 +92,9 @@ def test_only_current_unrevoked_rsa_certificates_are_for_encryption(demo: Demo, 
         add(repo, ANNA, issued[key])
     start = issued["a1"].not_before
     soon, later = start + dt.timedelta(days=5), start + dt.timedelta(days=20)
-    assert repo.valid_for_encryption(ANNA, soon) == [issued["a2"].pem, issued["a1"].pem]
-    assert repo.valid_for_encryption(ANNA, later) == [issued["a1"].pem]      # a2 expired
+    assert repo.valid_for_encryption(ANNA, soon) == [issued["a2"].pem.encode(),
+                                                     issued["a1"].pem.encode()]
+    assert repo.valid_for_encryption(ANNA, later) == [issued["a1"].pem.encode()]  # a2 expired
     assert repo.valid_for_encryption(ANNA, start - dt.timedelta(days=1)) == []
     repo.revoke(ANNA, issued["a1"].serial, None, "tests")
     assert repo.valid_for_encryption(ANNA, later) == []
