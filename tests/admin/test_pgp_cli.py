@@ -68,10 +68,10 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
 
 
 @pytest.fixture
-def cli(sqlite_home: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+def cli(home: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> Iterator:
-    """run("pgp", ...) against a fresh demo home -> Result."""
-    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(sqlite_home.path))
+    """run("pgp", ...) against a fresh demo home (SQLite, and PostgreSQL when configured) -> Result."""
+    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(home.path))
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
     monkeypatch.delenv("GNUPGHOME", raising=False)
 
@@ -81,11 +81,11 @@ def cli(sqlite_home: Config, capsys: pytest.CaptureFixture[str], monkeypatch: py
         code = main(list(argv))
         out = capsys.readouterr()
         return Result(code, out.out, out.err)
-    run.home = sqlite_home                             # type: ignore[attr-defined]
+    run.home = home                                    # type: ignore[attr-defined]
     try:
         yield run
     finally:
-        for ring in (sqlite_home.home / "gnupg").glob("*"):
+        for ring in (home.home / "gnupg").glob("*"):
             kill_agent(ring)
 
 
