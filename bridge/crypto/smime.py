@@ -109,8 +109,9 @@ def verify_smime(raw: bytes, *, from_address: str, trust_pems: list[bytes],
     except Exception:
         return SigResult("smime", "fail", None,
                          "the signature is damaged or is not an S/MIME signature")
-    claimed = _emails(by.signer)
+    claimed: list[str] = []
     try:
+        claimed = _emails(by.signer)
         signer = _check_signer(by, from_address, claimed, trust_pems, is_revoked, now)
     except SignatureInvalid as exc:
         return SigResult("smime", "fail", claimed[0] if claimed else None, exc.reason)
