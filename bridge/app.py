@@ -118,9 +118,12 @@ class App:
         self._receipt_task = asyncio.create_task(self.receipts.run(self.stopping))
 
     def ensure_evidence_keys(self) -> None:
-        """Every tenant gets its CA and evidence certificate (homes made before receipts)."""
+        """Every tenant gets its CA, evidence and bridge certificates (homes made before them)."""
+        from bridge.crypto.usercerts import bridge_address, ensure_bridge_cert
         for t in self.store.tenants():
             self.signer(t["name"], t)
+            ensure_bridge_cert(self.config.resolve("certs"), t["name"], t["display_name"],
+                               bridge_address(t["domains"], self.config.bridge.hostname))
 
     def signer(self, tenant: str, record: dict | None = None) -> tuple[Any, str]:
         """(the tenant's PKI, which signs its receipts; the From address of its receipts)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bridge.admin.certs import ensure_tenant_evidence
+from bridge.admin.usercerts import ensure_bridge_identity
 from bridge.clock import SystemClock
 from bridge.config import load_config
 from bridge.core.admin import Admin, check_domain
@@ -121,7 +121,7 @@ def _build_home(home: Path, demo: bool, port_base: int, directory_domain: str, h
         if tenants:
             progress("creating the tenants' evidence-signing certificates")
         for tenant in tenants:
-            ensure_tenant_evidence(config, tenant)
+            ensure_bridge_identity(config, tenant)      # the CA, evidence and bridge certificates
         return accounts
     finally:
         store.close()

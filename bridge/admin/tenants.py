@@ -1,8 +1,9 @@
-"""`dp2bridge tenant add|list|show`: authorities, companies and the citizens' tenant.
+"""`dp2bridge tenant add|list|show|policy`: authorities, companies and the citizens' tenant.
 
 Parses arguments and prints; validation and the audit event are in
 core.admin.Admin.add_tenant.  A new tenant also gets its CA and evidence
-certificate (admin.certs.ensure_tenant_evidence), which sign its receipts.
+certificate (admin.certs.ensure_tenant_evidence), which sign its receipts, and its
+bridge certificate that users encrypt submissions to (admin.usercerts).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 from typing import Any
 
 from bridge.admin.certs import ensure_tenant_evidence
+from bridge.admin.usercerts import ensure_bridge_identity
 from bridge.admin.context import Context, emit, record, table
 from bridge.core.admin import check_domain
 from bridge.core.identities import TENANT_KINDS
@@ -35,7 +37,9 @@ def cmd_add(ctx: Context) -> int:
     tenant = ctx.store.tenant(a.name)
     # The first --domain given names the receipts address (the store keeps domains sorted).
     given = list(dict.fromkeys(check_domain(d) for d in a.domain))
-    pki = ensure_tenant_evidence(ctx.config, {**tenant, "domains": given})
+    record = {**tenant, "domains": given}
+    ensure_bridge_identity(ctx.config, record)          # the tenant CA, evidence and bridge certificates
+    pki = ensure_tenant_evidence(ctx.config, record)
     emit(a, {**tenant, "evidence_certificate": str(pki.cert_path)}, f"tenant {a.name} added")
     return 0
 

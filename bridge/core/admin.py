@@ -29,6 +29,7 @@ POLICY_KEYS: dict[str, type] = {
     "may_address_cpr": bool,                # a company may address citizens by CPR
     "default_contact_point": str,           # where a CVR address is delivered
     "handling_names_caseworker": bool,      # HandlingStarted receipts name the caseworker
+    "user_cert_days": int,                  # validity of S/MIME certificates `cert issue` makes
 }
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
              "false": False, "no": False, "off": False, "0": False}
@@ -87,6 +88,10 @@ class Admin:
                 if text.lower() not in _BOOLEANS:
                     raise AdminError(f"{key} takes true or false, not {text!r}")
                 policy[key] = _BOOLEANS[text.lower()]
+            elif kind is int:
+                if not text.isdigit() or not 1 <= int(text) <= 3650:
+                    raise AdminError(f"{key} takes a number of days from 1 to 3650, not {text!r}")
+                policy[key] = int(text)
             else:
                 policy[key] = text.strip().lower()
         self.store.set_policy(name, policy, self._event(name, "tenant.policy", name, policy=policy))
