@@ -73,7 +73,8 @@ def is_signed(raw: bytes) -> bool:
 
 
 def is_encrypted(raw: bytes) -> bool:
-    """True if the top-level body is S/MIME enveloped (encrypted) data."""
+    """True if the top-level body is S/MIME encrypted: smime-type enveloped-data or
+    authEnveloped-data, or no smime-type and a .p7m name."""
     return _is_enveloped(_content_type(_split(raw)[0]))
 
 
@@ -322,8 +323,9 @@ def _is_recipient(rid: cms.RecipientIdentifier, cert: asn1_x509.Certificate) -> 
 
 def _has_encrypted_part(raw: bytes) -> bool:
     message = email.parser.BytesParser().parsebytes(raw)
-    return any(_is_enveloped(part) or part.get_content_type() in _MIME_TYPES
-               for part in message.walk())
+    return any(part.get_content_type() in _MIME_TYPES
+               or str(part.get_filename() or "").lower().endswith(".p7m")
+               for part in message.walk() if part is not message)
 
 
 def _unsupported(algorithm: str) -> SmimeRefused:
@@ -426,8 +428,8 @@ def _is_enveloped(ctype: email.message.Message) -> bool:
     if ctype.get_content_type() not in _MIME_TYPES:
         return False
     smime_type = str(ctype.get_param("smime-type") or "").lower()
-    if smime_type:
-        return smime_type == "enveloped-data"
+    if smime_type:                   # RFC 8551 §3.2.2; authEnveloped-data: RFC 5083 (AES-GCM)
+        return smime_type in ("enveloped-data", "authenveloped-data")
     name = str(ctype.get_param("name") or ctype.get_filename() or "").lower()
     return name.endswith(".p7m")
 

