@@ -140,6 +140,8 @@ def _integrity(kind: str, ctype: email.message.Message, body: bytes) -> SignedBy
 
 def _check_signer(by: SignedBy, from_address: str, claimed: list[str], trust_pems: list[bytes],
                   is_revoked: Callable[[str, str], bool], now: datetime.datetime) -> str:
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=datetime.timezone.utc)
     wanted = from_address.strip().casefold()
     match = next((e for e in claimed if e.casefold() == wanted), None)
     if match is None:
