@@ -215,8 +215,8 @@ def decrypt_smime(raw: bytes, cert_pem: bytes, key_pem: bytes, *,
                   require_signature: bool = False) -> bytes:
     """The message whose top-level body is S/MIME encrypted to `cert_pem`, decrypted: its
     header fields other than Content-* and MIME-Version, then the decrypted MIME
-    entity (header and body), all with CRLF line ends.  MIME-Version: 1.0 is kept
-    when the decrypted entity has none.
+    entity (header and body), all with CRLF line ends.  An outer MIME-Version is kept,
+    as `MIME-Version: 1.0`, when the decrypted entity has none.
 
     With `require_signature`, the decrypted entity must itself be S/MIME signed by
     exactly one signer whose signature matches it (EFAIL CBC gadgets); whether that
@@ -259,9 +259,7 @@ def _decrypt(raw: bytes, cert: x509.Certificate, key: rsa.RSAPrivateKey,
     except Exception:
         raise _broken() from None
     entity = _crlf(plain)
-    inner_header, _ = _split(entity)
-    if not inner_header:
-        raise _broken()
+    inner_header, _ = _split(entity)       # may be empty: then the entity is text/plain
     if require_signature:
         _require_signature(inner_header, entity)
     kept = [f for f in _fields(header) if not _is_content_field(f)]

@@ -464,3 +464,11 @@ def test_encrypted_for_anna_decrypts_with_openssl_to_the_exact_entity(
     assert plain == BODY
     back = decrypt_smime(out, pki["anna"].pem, pki["anna"].key_path.read_bytes())
     assert back == OUTER + b"MIME-Version: 1.0\r\n" + BODY
+
+
+def test_a_message_without_content_fields_round_trips(pki: dict[str, Party]) -> None:
+    raw = OUTER + b"\r\njust text\r\n"
+    out = encrypt_smime(raw, [pki["anna"].pem, pki["bridge"].pem])
+    assert openssl("smime", "-decrypt", "-recip", pki["anna"].cert_path,
+                   "-inkey", pki["anna"].key_path, data=out) == b"\r\njust text\r\n"
+    assert decrypt(out, pki) == OUTER + b"MIME-Version: 1.0\r\n\r\njust text\r\n"
