@@ -102,6 +102,9 @@ class App:
         self.service = build_service(c, self.store, self.blobs, self.clock, on_accepted=accepted)
         await self.run_blocking(self.store.check_schema)
         await self.run_blocking(self.ensure_evidence_keys)
+        from bridge.core.secure import MessageSecurity
+        security = MessageSecurity(self.store, c.resolve("certs"), c.resolve("gnupg"), self.clock)
+        self.service.security = self.worker.security = security
         released = await self.run_blocking(self.store.release_leases)
         released += await self.run_blocking(receipts.release_leases)
         if released:

@@ -21,7 +21,8 @@ from bridge.core.events import MessageEvents
 from bridge.core.messages import Filed, Job
 from bridge.core.mimeinfo import MimeLimits, analyze
 from bridge.core.render import auth_results_field, received_field, render_copy
-from bridge.errors import RecipientDisabled
+from bridge.crypto.results import SigResult
+from bridge.errors import PolicyError, RecipientDisabled
 
 log = logging.getLogger("bridge.delivery")
 
@@ -42,6 +43,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self.on_filed: Callable[[], None] = lambda: None    # receipts may be owed now
+        self.security: Any = None                            # core.secure.MessageSecurity
 
     def wake(self) -> None:
         """Called (from any thread via the loop) when a message was accepted."""
@@ -135,7 +137,10 @@ class DeliveryWorker:
             reader_is_authority=job.owner_tenant_kind == "authority",
             directory_domain=self.directory_domain,
             received=received_field(self.hostname, job.message_uuid, self.clock.now(), "smtp"),
-            auth_results=auth_results_field(self.hostname, job.from_address, self._visible_party(job)))
+            auth_results=auth_results_field(self.hostname, job.from_address, self._visible_party(job),
+                                            [SigResult(**r).header_part() for r in job.auth]))
+        if self.security is not None:
+            copy = self.security.for_reader(copy, job.owner_kind, job.owner_address, job.owner_chain)
         return self.blobs.put(copy), analyze(copy, MimeLimits(
             max_header_bytes=self.limits.max_header_bytes + 4096,
             max_header_count=self.limits.max_header_count + 4, max_mime_depth=self.limits.max_mime_depth))
@@ -154,7 +159,7 @@ class DeliveryWorker:
                                                       "recipient_chain": job.owner_chain, **details})
 
     def _failed(self, job: Job, exc: Exception) -> None:
-        permanent = isinstance(exc, RecipientDisabled)
+        permanent = isinstance(exc, PolicyError)    # the recipient is disabled, or cannot be encrypted to
         final = permanent or job.attempts >= self.max_attempts
         retry_at = None if final else self.clock.now() + dt.timedelta(
             seconds=self.retry_delay * job.attempts)

@@ -26,6 +26,7 @@ class Submission:
     origin: str                      # smtp | imap-append | memo
     session_id: str | None
     memo: dict[str, Any] = field(default_factory=dict)
+    auth: list[dict[str, Any]] = field(default_factory=list)   # signature results (crypto.results)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Job:
     owner_chain: str                 # tenant name of the recipient (audit chain)
     owner_tenant_kind: str
     owner_disabled: bool = False     # the recipient's account was disabled after acceptance
+    auth: list[dict[str, Any]] = field(default_factory=list)   # signature results at submission
 
 
 @dataclass(frozen=True)

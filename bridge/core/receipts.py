@@ -23,6 +23,7 @@ from bridge.clock import Clock
 from bridge.core.audit import AuditEvent
 from bridge.core.events import MessageEvents
 from bridge.core.mimeinfo import MimeLimits, analyze
+from bridge.crypto.results import SigResult
 from bridge.receipts.compose import build_receipt
 from bridge.receipts.evidence import Evidence, PartyRef
 
@@ -157,4 +158,5 @@ class ReceiptWorker:
             message_id=o.message_id or "", sha256=o.sha256, delivered_sha256=d.get("delivered_sha256"),
             audit_chain=o.audit_chain, audit_seq=o.audit_seq, audit_hash=o.audit_hash,
             status=d.get("status"), reason=d.get("reason") or None, handler=d.get("handler"),
-            handler_person=d.get("handler_person"), read_mode=d.get("read_mode"), subject=o.subject)
+            handler_person=d.get("handler_person"), read_mode=d.get("read_mode"), subject=o.subject,
+            signature="; ".join(SigResult(**r).header_part() for r in o.auth) or None)

@@ -85,8 +85,10 @@ def received_field(hostname: str, message_uuid: str, when: dt.datetime, protocol
             f"\t{format_datetime(when.astimezone(dt.timezone.utc))}\r\n").encode()
 
 
-def auth_results_field(hostname: str, header_from: str, party: str | None) -> bytes:
-    """RFC 8601 field stating the identity the bridge verified at submission."""
+def auth_results_field(hostname: str, header_from: str, party: str | None,
+                       signatures: list[str] = ()) -> bytes:
+    """RFC 8601 field stating the identity the bridge verified at submission, and the result
+    of each signature check (`SigResult.header_part()`, e.g. `smime=pass header.s=...`)."""
     comment = f" ({party})" if party else ""
-    return (f"Authentication-Results: {hostname};\r\n"
-            f"\tauth=pass{comment} header.from={header_from}\r\n").encode()
+    parts = [f"auth=pass{comment} header.from={header_from}", *signatures]
+    return (f"Authentication-Results: {hostname};\r\n\t" + ";\r\n\t".join(parts) + "\r\n").encode()

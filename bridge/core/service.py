@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 from bridge.clock import Clock
@@ -69,6 +69,7 @@ class BridgeService:
         self.throttle = throttle
         self.on_accepted = on_accepted
         self._argon2_slots = threading.BoundedSemaphore(ARGON2_CONCURRENCY)
+        self.security: Any = None        # core.secure.MessageSecurity: S/MIME and OpenPGP, when set
 
     def _event(self, chain: str, kind: str, result: str, ctx: SessionInfo | None, **kw: Any) -> AuditEvent:
         return AuditEvent(time=self.clock.now(), chain=chain, kind=kind, result=result,
@@ -154,7 +155,16 @@ class BridgeService:
             read = self.store.read_by_mdn(principal.account_id, original)
             if read:
                 return Accepted(read, False)
-        return self._accept(principal, mail_from, recipients, raw, info, ctx, refused)
+        signatures: list[Any] = []
+        if self.security is not None:
+            try:
+                clear, signatures = self.security.inbound(raw, principal.tenant_name, info.from_addrs[0])
+            except BridgeError as exc:
+                self._refused(principal, ctx, exc)
+                raise
+            if clear is not raw:            # decrypted: what is accepted and delivered
+                raw, info = clear, analyze(clear, self.settings.limits)
+        return self._accept(principal, mail_from, recipients, raw, info, ctx, refused, signatures)
 
     def _checked(self, principal: ids.Principal, raw: bytes) -> tuple[bytes, MessageInfo]:
         if len(raw) > self.settings.max_message_size:
@@ -180,7 +190,8 @@ class BridgeService:
         return extra + raw
 
     def _accept(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
-                raw: bytes, info: MessageInfo, ctx: SessionInfo, refused: Any = ()) -> Accepted:
+                raw: bytes, info: MessageInfo, ctx: SessionInfo, refused: Any = (),
+                signatures: list[Any] = ()) -> Accepted:
         submitted = self._event(principal.tenant_name, "submitted", "ok", ctx, actor=principal.login)
         sha = self.blobs.put(raw)
         message_uuid = str(uuid.uuid4())
@@ -190,12 +201,14 @@ class BridgeService:
                          tenant_id=principal.tenant_id, sender_account_id=principal.account_id,
                          sender_party_id=principal.party_id, from_address=info.from_addrs[0],
                          subject=info.subject, sha256=sha, size=len(raw), internal_date=self.clock.now(),
-                         origin=ctx.protocol, session_id=ctx.session_id)
+                         origin=ctx.protocol, session_id=ctx.session_id,
+                         auth=[asdict(r) for r in signatures])
         event = self._event(principal.tenant_name, "submit.accepted", "ok", ctx, actor=principal.login,
                             message_uuid=message_uuid,
                             details={"sha256": sha, "size": len(raw), "message_id": sub.message_id,
                                      "mail_from": mail_from, "header_from": sub.from_address,
-                                     "recipients": [r for r, _ in targets]})
+                                     "recipients": [r for r, _ in targets],
+                                     **({"signatures": sub.auth} if sub.auth else {})})
         window = self.settings.dedup_window
         accepted_uuid, duplicate = self.store.accept(
             sub, [t for _, t in targets], [r for r, _ in targets], event, info,

@@ -109,6 +109,8 @@ class Evidence:
     handler_person: str | None = None
     read_mode: str | None = None  # "consent" | "mdn" (ContentAccessTracking)
     subject: str | None = None    # the original subject
+    signature: str | None = None  # what the bridge verified of the message's signature, as in its
+                                  # Authentication-Results, e.g. "smime=pass header.s=anna@..."
 
     def __post_init__(self) -> None:
         _check_uuid("evidence_id", self.evidence_id)
@@ -119,7 +121,7 @@ class Evidence:
         self._check_identifiers()
         self._check_event_fields()
         for name in ("issuer_name", "audit_chain", "issuer", "reason", "handler", "handler_person",
-                     "subject"):
+                     "subject", "signature"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, clean_text(_text(name, value)))
@@ -186,6 +188,7 @@ _ELEMENTS = {
     "audit_chain": "AuditChain", "audit_seq": "AuditSeq", "audit_hash": "AuditHash",
     "status": "Status", "reason": "Reason", "handler": "Handler",
     "handler_person": "HandlerPerson", "read_mode": "ReadMode", "subject": "Subject",
+    "signature": "SignatureResult",
 }
 _PARTY_ELEMENTS = {"address": "Address", "name": "Name", "party": "Party"}
 _OPTIONAL = {f.name for f in fields(Evidence) if f.default is None} | {"recipient", "delivered_sha256"}

@@ -56,6 +56,8 @@ def _danish(ev: Evidence) -> list[str]:
         lines.append(f"Modtager:   {_who(ev.recipient)}")
     if ev.status:
         lines.append(f"Status:     {ev.status}")
+    if ev.signature:
+        lines.append(f"Signatur:   {ev.signature}")
     lines += [f"SHA-256:    {ev.sha256}", "",
               "Sådan kontrollerer du kvitteringen:",
               f"Den er signeret digitalt (S/MIME) af {ev.issuer_name}.",
@@ -79,6 +81,8 @@ def _english(ev: Evidence) -> list[str]:
         lines.append(f"Recipient:  {_who(ev.recipient)}")
     if ev.status:
         lines.append(f"Status:     {ev.status}")
+    if ev.signature:
+        lines.append(f"Signature:  {ev.signature}")
     lines += [f"SHA-256:    {ev.sha256}", "",
               "How to check this receipt:",
               f"It is digitally signed (S/MIME) by {ev.issuer_name}.",

@@ -168,6 +168,9 @@ class Message(Base):
     session_id: Mapped[str | None] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default="accepted")  # accepted|delivered|failed
     memo: Mapped[dict[str, Any]] = mapped_column(default=dict)          # MeMo fields (later issues)
+    # What the bridge verified at submission, e.g. [{"method": "smime", "status": "pass",
+    # "signer": ..., "reason": ...}]: stated in each copy's Authentication-Results, and in receipts.
+    auth: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     __table_args__ = (Index("ix_messages_sender_msgid", "sender_account_id", "message_id"),)
 
 

@@ -65,6 +65,7 @@ class Owed:
     from_address: str
     sender_name: str
     sender_party: str | None          # "cpr:..." / "cvr:..."
+    auth: list[dict[str, Any]]        # the message's signature results (crypto.results.SigResult)
     owner_id: int
     owner_login: str
     owner_name: str
@@ -110,7 +111,7 @@ def _view_query() -> Any:
         m.Receipt.attempts, m.Receipt.time, m.Receipt.audit_chain, m.Receipt.audit_seq, m.Receipt.audit_hash,
         m.Receipt.details, func.coalesce(issuer.display_name, m.Receipt.audit_chain),
         msg.id, msg.uuid, msg.message_id, msg.thread_id, msg.sha256, msg.subject, msg.from_address,
-        func.coalesce(sender.display_name, ""), sparty.kind, sparty.identifier,
+        func.coalesce(sender.display_name, ""), sparty.kind, sparty.identifier, msg.auth,
         owner.id, owner.login, owner.display_name, otenant.id, otenant.kind,
     ).select_from(m.Receipt).join(msg, msg.id == m.Receipt.message_id) \
         .outerjoin(sender, sender.id == msg.sender_account_id) \
@@ -126,11 +127,11 @@ _VIEW = _view_query()
 def _owed(row: Any) -> Owed:
     (rid, evidence_id, event, recipient, token, attempts, time, chain, seq, digest, details, issuer_name,
      message_pk, message_uuid, message_id, thread_id, sha256, subject, from_address, sender_name,
-     party_kind, party_ident, owner_id, owner_login, owner_name, tenant_id, tenant_kind) = row
+     party_kind, party_ident, auth, owner_id, owner_login, owner_name, tenant_id, tenant_kind) = row
     return Owed(rid, evidence_id, event, recipient, token, attempts, time, chain, seq, digest,
                 dict(details or {}), issuer_name, message_pk, message_uuid, message_id, thread_id, sha256,
                 subject, from_address, sender_name,
-                f"{party_kind}:{party_ident}" if party_kind else None,
+                f"{party_kind}:{party_ident}" if party_kind else None, list(auth or []),
                 owner_id, owner_login, owner_name, tenant_id, tenant_kind)
 
 

@@ -11,6 +11,7 @@ can share one database (DESIGN.md section 11).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import replace
 import secrets
 import sqlite3
@@ -92,7 +93,7 @@ def _job_view_query() -> Any:
         _MSG.c.id, _MSG.c.uuid, _MSG.c.sha256, _MSG.c.from_address, st.c.name, st.c.kind,
         sender.c.login, _PARTY.c.kind, _PARTY.c.identifier,
         owner_a.c.id, owner_a.c.login, owner_cp.c.id, owner_cp.c.address, ot.c.name, ot.c.kind,
-        owner_a.c.disabled,
+        owner_a.c.disabled, _MSG.c.auth,
     ).select_from(
         _JOB.join(_MSG, _MSG.c.id == _JOB.c.message_id).join(st, st.c.id == _MSG.c.tenant_id)
         .outerjoin(sender, sender.c.id == _MSG.c.sender_account_id)
@@ -168,7 +169,7 @@ class _Prepared:
 
 _MESSAGE_COLUMNS = ("uuid", "tenant_id", "message_id", "thread_id", "in_reply_to", "sender_account_id",
                     "sender_party_id", "from_address", "subject", "sha256", "size", "internal_date",
-                    "origin", "session_id", "state", "memo")
+                    "origin", "session_id", "state", "memo", "auth")
 _JOB_COLUMNS = ("message_id", "kind", "recipient", "account_id", "contact_point_id", "state", "attempts",
                 "next_attempt_at", "created_at")
 _ENTRY_COLUMNS = ("mailbox_id", "uid", "message_id", "sha256", "flags", "keywords", "modseq",
@@ -827,7 +828,7 @@ class SqlStore:
             "sender_account_id": sub.sender_account_id, "sender_party_id": sub.sender_party_id,
             "from_address": sub.from_address, "subject": sub.subject, "sha256": sub.sha256,
             "size": sub.size, "internal_date": sub.internal_date, "origin": sub.origin,
-            "session_id": sub.session_id, "state": "accepted", "memo": sub.memo})
+            "session_id": sub.session_id, "state": "accepted", "memo": sub.memo, "auth": sub.auth})
         message_pk = cur.lastrowid if q.sqlite else cur.fetchone()[0]
         jobs = [_job_row(message_pk, "inbox", rcpt, target.id if target.kind == "account" else None,
                          target.id if target.kind == "contact_point" else None, now)
@@ -1041,7 +1042,7 @@ def _job_row(message_pk: int, kind: str, recipient: str, account_id: int | None,
 def _job_view(row: Any) -> Job:
     (job_id, kind, recipient, token, attempts, account_id, message_pk, message_uuid, sha256, from_address,
      tenant_name, tenant_kind, sender_login, party_kind, party_ident,
-     acct_id, acct_login, cp_id, cp_address, owner_chain, owner_tenant_kind, owner_disabled) = row
+     acct_id, acct_login, cp_id, cp_address, owner_chain, owner_tenant_kind, owner_disabled, auth) = row
     if account_id:
         owner_kind, owner_id, owner_address = "account", acct_id, acct_login
     else:
@@ -1052,7 +1053,9 @@ def _job_view(row: Any) -> Job:
                sender_party=f"{party_kind}:{party_ident}" if party_kind is not None else None,
                sender_tenant_kind=tenant_kind, owner_kind=owner_kind, owner_id=owner_id,
                owner_address=owner_address, owner_chain=owner_chain, owner_tenant_kind=owner_tenant_kind,
-               owner_disabled=bool(owner_disabled))
+               owner_disabled=bool(owner_disabled),
+               # a raw driver row: SQLite gives the JSON text, psycopg the decoded value
+               auth=list((json.loads(auth) if isinstance(auth, str) else auth) or []))
 
 
 def _row(obj: Any) -> dict:
