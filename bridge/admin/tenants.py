@@ -99,7 +99,9 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
                            description="Show a tenant's policy, or set keys with KEY=VALUE (KEY= unsets). "
                                        "Keys: may_address_cpr (true/false), default_contact_point "
                                        "(address), handling_names_caseworker (true/false: HandlingStarted "
-                                       "receipts name the caseworker).")
+                                       "receipts name the caseworker), user_cert_days (days), "
+                                       "encrypt_at_rest (never, when-possible, required: copies "
+                                       "S/MIME-encrypted to their owner's certificate).")
     pol.add_argument("name")
     pol.add_argument("settings", nargs="*", metavar="KEY=VALUE")
     pol.set_defaults(func=cmd_policy)

@@ -25,11 +25,12 @@ MAX_PASSWORD = 1024
 
 
 # Tenant policy keys `dp2bridge tenant policy` may set, and their types.
-POLICY_KEYS: dict[str, type] = {
+POLICY_KEYS: dict[str, type | tuple[str, ...]] = {
     "may_address_cpr": bool,                # a company may address citizens by CPR
     "default_contact_point": str,           # where a CVR address is delivered
     "handling_names_caseworker": bool,      # HandlingStarted receipts name the caseworker
     "user_cert_days": int,                  # validity of S/MIME certificates `cert issue` makes
+    "encrypt_at_rest": ("never", "when-possible", "required"),   # copies encrypted to their owner
 }
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
              "false": False, "no": False, "off": False, "0": False}
@@ -92,6 +93,10 @@ class Admin:
                 if not text.isdigit() or not 1 <= int(text) <= 3650:
                     raise AdminError(f"{key} takes a number of days from 1 to 3650, not {text!r}")
                 policy[key] = int(text)
+            elif isinstance(kind, tuple):
+                if text.strip().lower() not in kind:
+                    raise AdminError(f"{key} takes one of {', '.join(kind)}, not {text!r}")
+                policy[key] = text.strip().lower()
             else:
                 policy[key] = text.strip().lower()
         self.store.set_policy(name, policy, self._event(name, "tenant.policy", name, policy=policy))
