@@ -10,8 +10,9 @@ Refusals (EFAIL shapes, no MDC, algorithms we do not accept) are BridgeErrors
 with a 554 5.6.x/5.7.x reply.
 
 On delivery (`for_reader`): the recipient's copy is S/MIME-encrypted (AES-256)
-to the certificates of its owner, as the owner tenant's policy
-`encrypt_at_rest` ("never" | "when-possible" | "required") says.
+to the certificates of its owner, or PGP/MIME-encrypted to its pinned OpenPGP
+keys when it has no certificate, as the owner tenant's policy `encrypt_at_rest`
+("never" | "when-possible" | "required") says.
 
 Blocking (gpg processes, RSA): the front ends call it in a worker thread.
 """
@@ -102,6 +103,10 @@ class MessageSecurity:
         pems = self.certificates.valid_for_encryption(owner_address, self.clock.now())
         if pems:
             return smime.encrypt_smime(copy, pems)
+        if b"application/pgp-encrypted" not in copy[:65536]:
+            keys = self._keyring(owner_tenant).pins().get(owner_address.lower())
+            if keys:                        # no certificate, but an OpenPGP key: PGP/MIME
+                return self._keyring(owner_tenant).encrypt_pgp_mime(copy, keys)
         if mode == "required":
             raise EncryptionRequired(owner_address)
         return copy

@@ -40,7 +40,7 @@ from cryptography.x509.oid import NameOID
 from bridge.crypto._cms import SignedBy, check_integrity, encapsulated, signed_data, trusted_chain
 from bridge.crypto.evidence import SignatureInvalid, _check_usage, _check_validity
 from bridge.crypto.results import SigResult
-from bridge.errors import BridgeError
+from bridge.errors import MessageRejected
 
 _SIGNATURE_TYPES = {"application/pkcs7-signature", "application/x-pkcs7-signature"}
 _MIME_TYPES = {"application/pkcs7-mime", "application/x-pkcs7-mime"}
@@ -53,7 +53,7 @@ _CLOCK_SKEW = datetime.timedelta(hours=1)
 _B64_LINE = 76                                    # RFC 2045 §6.8
 
 
-class SmimeRefused(BridgeError):
+class SmimeRefused(MessageRejected):               # a 554 reply
     """An encrypted message the bridge will not open; `enhanced` is its RFC 3463 code,
     `public` (English) and `reason_da` (Danish) say why.  Never holds decrypted text."""
 

@@ -98,6 +98,13 @@ def test_smime_signatures_are_verified_and_stated(bridge: RunningBridge, tmp_pat
     uuid = submit(bridge, ANNA, JOBCENTER, good)
     header = auth_results(bridge, JOBCENTER, uuid)
     assert b"smime=pass" in header and ANNA.encode() in header
+    # Anna's acceptance receipt records what the bridge verified of her signature.
+    from bridge.receipts.parse import parse_receipt
+    evidence = wait_for(lambda: next((ev for ev in (parse_receipt(bridge.app.blobs.get(e["sha256"])).evidence
+                                                    for e in bridge.store.mailbox_entries(ANNA, "Receipts"))
+                                      if ev.message_uuid == uuid and ev.event == "SubmissionAcceptance"), None),
+                        timeout=10)
+    assert evidence.signature.startswith("smime=pass header.s=" + ANNA)
 
     at = good.index(b"underskriver")                            # one body byte changed
     uuid = submit(bridge, ANNA, JOBCENTER, good[:at] + b"U" + good[at + 1:])
@@ -155,6 +162,15 @@ def test_encrypted_to_the_bridge_is_delivered_and_reencrypted_for_anna(bridge: R
     (tmp_path / "fetched.eml").write_bytes(stored)
     clear = openssl("smime", "-decrypt", "-in", tmp_path / "fetched.eml", "-recip", cert, "-inkey", key)
     assert clear.replace(b"\r\n", b"\n").endswith(b"\n\nFortroligt: din sag er afgjort.\n")
+
+    # An algorithm the bridge does not accept: a precise refusal, nothing stored.
+    weak = openssl("smime", "-encrypt", "-des3", "-in", src, "-from", JOBCENTER, "-to", ANNA_CPR_ADDR,
+                   "-subject", "3DES", "-crlfeol", bridge_cert)
+    with login(bridge, CASEWORKER) as c:
+        c.mail(JOBCENTER)
+        assert c.rcpt(ANNA_CPR_ADDR)[0] == 250
+        code, reply = c.data(weak)
+    assert code == 554 and reply.startswith(b"5.6.3") and b"AES-256" in reply, reply
 
 
 def test_smime_efail_shapes_are_refused(bridge: RunningBridge, tmp_path: Path) -> None:
@@ -257,5 +273,18 @@ def test_pgp_mime_signatures_and_encryption_without_mdc(bridge: RunningBridge, t
         assert code == 554 and b"uden MDC" not in reply, reply
         assert b"integrity" in reply.lower() or b"mdc" in reply.lower(), reply
         assert len(bridge.store.mailbox_entries(JOBCENTER)) == before
+
+        # Anna has an OpenPGP key and no certificate: with her tenant's policy, letters to her are
+        # PGP/MIME-encrypted at rest, and her own gpg opens them.
+        cli(bridge, "tenant", "policy", "borger", "encrypt_at_rest=when-possible")
+        letter = (f"From: {JOBCENTER}\r\nTo: {ANNA_CPR_ADDR}\r\nSubject: Til Anna\r\n\r\n"
+                  "Kun til dig.\r\n").encode()
+        uuid = submit(bridge, CASEWORKER, ANNA_CPR_ADDR, letter)
+        entry = wait_for(lambda: next((e for e in bridge.store.mailbox_entries(ANNA)
+                                       if e["message_uuid"] == uuid), None), timeout=5)
+        stored = bridge.app.blobs.get(entry["sha256"])
+        assert b"Kun til dig" not in stored and b"multipart/encrypted" in stored
+        armored = stored[stored.index(b"-----BEGIN PGP MESSAGE"):stored.index(b"-----END PGP MESSAGE-----") + 25]
+        assert b"Kun til dig." in gpg("--decrypt", data=armored)
     finally:
         gpg.stop()
