@@ -101,7 +101,9 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
                                        "(address), handling_names_caseworker (true/false: HandlingStarted "
                                        "receipts name the caseworker), user_cert_days (days), "
                                        "encrypt_at_rest (never, when-possible, required: copies "
-                                       "S/MIME-encrypted to their owner's certificate).")
+                                       "S/MIME-encrypted to their owner's certificate), "
+                                       "require_signed_encryption (true/false: open an S/MIME-encrypted "
+                                       "submission only when it is signed inside).")
     pol.add_argument("name")
     pol.add_argument("settings", nargs="*", metavar="KEY=VALUE")
     pol.set_defaults(func=cmd_policy)

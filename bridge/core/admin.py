@@ -31,6 +31,7 @@ POLICY_KEYS: dict[str, type | tuple[str, ...]] = {
     "handling_names_caseworker": bool,      # HandlingStarted receipts name the caseworker
     "user_cert_days": int,                  # validity of S/MIME certificates `cert issue` makes
     "encrypt_at_rest": ("never", "when-possible", "required"),   # copies encrypted to their owner
+    "require_signed_encryption": bool,      # open S/MIME (CBC) submissions only when signed inside
 }
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
              "false": False, "no": False, "off": False, "0": False}

@@ -75,8 +75,11 @@ class MessageSecurity:
         from bridge.crypto import smime
         from bridge.crypto.usercerts import load_bridge_identity
         cert, key = load_bridge_identity(self.certs_dir, tenant)
+        # EFAIL: CBC has no integrity; a tenant may release plaintext only when a signature
+        # inside the encryption shows it unchanged.
+        signed_only = bool(self._policy(tenant).get("require_signed_encryption"))
         try:
-            return smime.decrypt_smime(raw, cert, key)
+            return smime.decrypt_smime(raw, cert, key, require_signature=signed_only)
         except smime.SmimeRefused as exc:
             if exc.enhanced == "5.7.5":     # encrypted to its recipients only: end to end, passed on
                 return raw

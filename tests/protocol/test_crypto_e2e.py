@@ -288,3 +288,28 @@ def test_pgp_mime_signatures_and_encryption_without_mdc(bridge: RunningBridge, t
         assert b"Kun til dig." in gpg("--decrypt", data=armored)
     finally:
         gpg.stop()
+
+
+def test_policy_can_require_a_signature_inside_encryption(bridge: RunningBridge, tmp_path: Path) -> None:
+    cert, key = issue(bridge, tmp_path, CASEWORKER)
+    bridge_cert = tmp_path / "bridge.pem"
+    bridge_cert.write_text(cli(bridge, "cert", "show", "--tenant", "kommune", "--bridge"))
+    cli(bridge, "tenant", "policy", "kommune", "require_signed_encryption=true")
+    src = tmp_path / "plain.txt"
+    src.write_bytes(entity("Usigneret men krypteret"))
+    unsigned = openssl("smime", "-encrypt", "-aes256", "-in", src, "-from", JOBCENTER, "-to", ANNA_CPR_ADDR,
+                       "-subject", "Usigneret", "-crlfeol", bridge_cert)
+    with login(bridge, CASEWORKER) as c:
+        c.mail(JOBCENTER)
+        assert c.rcpt(ANNA_CPR_ADDR)[0] == 250
+        code, reply = c.data(unsigned)
+    assert code == 554 and reply.startswith(b"5.7.7") and b"Usigneret men" not in reply, reply
+    # Signed inside, then encrypted (as Outlook and Thunderbird do): opened and delivered.
+    (tmp_path / "signed.eml").write_bytes(openssl("smime", "-sign", "-in", src, "-signer", cert, "-inkey", key,
+                                                  "-crlfeol"))
+    both = openssl("smime", "-encrypt", "-aes256", "-in", tmp_path / "signed.eml", "-from", JOBCENTER,
+                   "-to", ANNA_CPR_ADDR, "-subject", "Signeret", "-crlfeol", bridge_cert)
+    uuid = submit(bridge, CASEWORKER, ANNA_CPR_ADDR, both)
+    entry = wait_for(lambda: next((e for e in bridge.store.mailbox_entries(ANNA)
+                                   if e["message_uuid"] == uuid), None), timeout=5)
+    assert b"Usigneret men krypteret" in bridge.app.blobs.get(entry["sha256"])
