@@ -94,6 +94,8 @@ def label(kind: str, details: dict[str, Any]) -> str:
     """The readable name of an event kind; unknown kinds as they are."""
     if kind == "delivered":
         return "delivered: Sent copy" if details.get("mailbox") == "Sent" else "delivered: inbox"
+    if kind == "submit.accepted" and details.get("release_at"):
+        return f"accepted, scheduled for {details['release_at']}"
     return LABELS.get(kind, kind)
 
 

@@ -136,11 +136,14 @@ class BridgeService:
     # --- submission ----------------------------------------------------------------
 
     def submit(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
-               raw: bytes, ctx: SessionInfo, refused: list[tuple[str, str, str]] = ()) -> Accepted:
+               raw: bytes, ctx: SessionInfo, refused: list[tuple[str, str, str]] = (),
+               hold_until: dt.datetime | None = None) -> Accepted:
         """Check the message and accept it durably: blob fsynced, then the message, its delivery
         jobs, its audit events and the receipts owed for them committed in one transaction.
         Only then does this return.  `refused`: (address, status, reason) of recipients refused
-        at RCPT in the same transaction, each owed a SubmissionRejection receipt."""
+        at RCPT in the same transaction, each owed a SubmissionRejection receipt.  `hold_until`:
+        the recipients' copies are not delivered before then (RFC 4865 FUTURERELEASE, MeMo
+        doNotDeliverUntilDate); the sender's Sent copy is filed at once."""
         try:
             raw, info = self._checked(principal, raw)
         except BridgeError as exc:
@@ -164,7 +167,7 @@ class BridgeService:
                 raise
             if clear is not raw:            # decrypted: what is accepted and delivered
                 raw, info = clear, analyze(clear, self.settings.limits)
-        return self._accept(principal, mail_from, recipients, raw, info, ctx, refused, signatures)
+        return self._accept(principal, mail_from, recipients, raw, info, ctx, refused, signatures, hold_until)
 
     def _checked(self, principal: ids.Principal, raw: bytes) -> tuple[bytes, MessageInfo]:
         if len(raw) > self.settings.max_message_size:
@@ -191,7 +194,7 @@ class BridgeService:
 
     def _accept(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
                 raw: bytes, info: MessageInfo, ctx: SessionInfo, refused: Any = (),
-                signatures: list[Any] = ()) -> Accepted:
+                signatures: list[Any] = (), hold_until: dt.datetime | None = None) -> Accepted:
         submitted = self._event(principal.tenant_name, "submitted", "ok", ctx, actor=principal.login)
         sha = self.blobs.put(raw)
         message_uuid = str(uuid.uuid4())
@@ -208,7 +211,8 @@ class BridgeService:
                             details={"sha256": sha, "size": len(raw), "message_id": sub.message_id,
                                      "mail_from": mail_from, "header_from": sub.from_address,
                                      "recipients": [r for r, _ in targets],
-                                     **({"signatures": sub.auth} if sub.auth else {})})
+                                     **({"signatures": sub.auth} if sub.auth else {}),
+                                     **({"release_at": hold_until.isoformat()} if hold_until else {})})
         window = self.settings.dedup_window
         accepted_uuid, duplicate = self.store.accept(
             sub, [t for _, t in targets], [r for r, _ in targets], event, info,
@@ -216,7 +220,7 @@ class BridgeService:
             references=info.in_reply_to + info.references,
             submitted=replace(submitted, message_uuid=message_uuid, details={
                 "size": len(raw), "mail_from": mail_from, "recipients": len(targets) + len(refused)}),
-            refused=list(refused))
+            refused=list(refused), hold_until=hold_until)
         if not duplicate:
             self.on_accepted()
         return Accepted(accepted_uuid, duplicate)

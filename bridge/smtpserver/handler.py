@@ -11,6 +11,8 @@ replies.reply_for; anything else reaches BridgeSMTP.handle_exception.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import asyncio
 import logging
 from base64 import b64decode
@@ -39,7 +41,8 @@ class SubmissionHandler:
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
         lines = [line for line in responses if line[4:] != "HELP"]
-        lines += ["250-PIPELINING", "250 ENHANCEDSTATUSCODES"]   # RFC 2920, RFC 2034
+        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES",   # RFC 2920, RFC 2034
+                  f"250 FUTURERELEASE {MAX_HOLD_SECONDS} {_rfc3339(_now() + dt.timedelta(seconds=MAX_HOLD_SECONDS))}"]
         return [line.replace("250 ", "250-", 1) if i < len(lines) - 1 else line
                 for i, line in enumerate(lines)]
 
@@ -120,6 +123,10 @@ class SubmissionHandler:
                                              server.session_info())
         except BridgeError as exc:
             return self._refusal(exc)
+        try:
+            envelope.hold_until = future_release(mail_options, _now())
+        except ValueError as exc:
+            return f"501 5.5.4 {exc}"
         envelope.mail_from = sender
         envelope.mail_options.extend(mail_options)
         envelope.targets = []
@@ -147,7 +154,7 @@ class SubmissionHandler:
         try:
             accepted = await self.run_blocking(self.service.submit, session.auth_data, envelope.mail_from,
                                                envelope.targets, raw, server.session_info(),
-                                               envelope.refused)
+                                               envelope.refused, envelope.hold_until)
         except BridgeError as exc:
             return self._refusal(exc)
         log.info("accepted %s (%d bytes)%s", accepted.uuid, len(raw),
@@ -161,3 +168,40 @@ class SubmissionHandler:
         else:
             log.info("refused %d %s: %s", reply.code, reply.enhanced, exc)
         return str(reply)
+
+
+# RFC 4865 FUTURERELEASE: a message may be held for delivery up to this long.
+MAX_HOLD_SECONDS = 30 * 24 * 3600
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def future_release(mail_options: list[str], now: dt.datetime) -> dt.datetime | None:
+    """The release time a MAIL FROM's HOLDFOR=<seconds> or HOLDUNTIL=<RFC 3339 time> asks for
+    (RFC 4865), or None; ValueError with a text for the client if it is malformed or too far."""
+    hold = [o for o in mail_options if o.upper().startswith(("HOLDFOR=", "HOLDUNTIL="))]
+    if not hold:
+        return None
+    if len(hold) > 1:
+        raise ValueError("give HOLDFOR or HOLDUNTIL once, not both")
+    name, _, value = hold[0].partition("=")
+    if name.upper() == "HOLDFOR":
+        if not value.isdigit():
+            raise ValueError("HOLDFOR takes a number of seconds (RFC 4865)")
+        until = now + dt.timedelta(seconds=int(value))
+    else:
+        try:
+            until = dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("HOLDUNTIL takes a time like 2026-12-24T09:00:00Z (RFC 3339)") from None
+        if until.tzinfo is None:
+            raise ValueError("HOLDUNTIL needs a time zone, e.g. 2026-12-24T09:00:00Z")
+    if until - now > dt.timedelta(seconds=MAX_HOLD_SECONDS):
+        raise ValueError(f"a message can be held for at most {MAX_HOLD_SECONDS} seconds (30 days)")
+    return until if until > now else None

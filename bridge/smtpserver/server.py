@@ -95,6 +95,15 @@ class BridgeSMTP(SMTP):
         finally:
             self._in_ehlo = False
 
+    def _getparams(self, params: list[str]) -> dict[str, Any] | None:
+        """aiosmtpd's MAIL parameters, without RFC 4865's HOLDFOR/HOLDUNTIL, which
+        handle_MAIL reads (aiosmtpd would refuse them as unknown)."""
+        found = super()._getparams(params)
+        if found is not None:
+            found.pop("HOLDFOR", None)
+            found.pop("HOLDUNTIL", None)
+        return found
+
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
         # RFC 3207 section 4.2: no second handshake inside TLS (aiosmtpd would start one).

@@ -783,11 +783,12 @@ class SqlStore:
     def accept(self, sub: Submission, targets: list[Target], recipients: list[str],
                audit: AuditEvent, info: Any, *, dedup_since: dt.datetime | None = None,
                references: list[str] | None = None, submitted: AuditEvent | None = None,
-               refused: list[tuple[str, str, str]] = ()) -> tuple[str, bool]:
+               refused: list[tuple[str, str, str]] = (), hold_until: dt.datetime | None = None) -> tuple[str, bool]:
         """The message, its delivery jobs, its audit events (`submitted`, then `audit`) and the
         receipts owed for them (SubmissionAcceptance; SubmissionRejection for each of `refused`,
         the (address, status, reason) of recipients refused in the same transaction), in ONE
-        transaction (shared with concurrent acceptances, committed before this returns).
+        transaction (shared with concurrent acceptances, committed before this returns).  The
+        recipients' jobs are not due before `hold_until`, if given (the Sent copy is).
         Returns (uuid, duplicate):
         when the same account submitted the same Message-ID since `dedup_since`, nothing is
         stored and the first acceptance's UUID is returned.  The thread is that of the first
@@ -800,7 +801,7 @@ class SqlStore:
                 return earlier, True
             thread = self._thread_of(s, references or [])
             self._accept(s, replace(sub, thread_id=thread) if thread else sub, targets, recipients,
-                         audit, info, submitted, refused)
+                         audit, info, submitted, refused, hold_until)
             return sub.uuid, False
         return self._shared(unit)
 
@@ -818,7 +819,7 @@ class SqlStore:
 
     def _accept(self, s: Session, sub: Submission, targets: list[Target], recipients: list[str],
                 audit: AuditEvent, info: Any, submitted: AuditEvent | None = None,
-                refused: Any = ()) -> None:
+                refused: Any = (), hold_until: dt.datetime | None = None) -> None:
         now = self.clock.now()
         q = self._q
         self._content(s, sub.sha256, info)
@@ -831,7 +832,7 @@ class SqlStore:
             "session_id": sub.session_id, "state": "accepted", "memo": sub.memo, "auth": sub.auth})
         message_pk = cur.lastrowid if q.sqlite else cur.fetchone()[0]
         jobs = [_job_row(message_pk, "inbox", rcpt, target.id if target.kind == "account" else None,
-                         target.id if target.kind == "contact_point" else None, now)
+                         target.id if target.kind == "contact_point" else None, now, hold_until)
                 for target, rcpt in zip(targets, recipients)]
         jobs.append(_job_row(message_pk, "sent", sub.from_address, sub.sender_account_id, None, now))
         self._run_many(s, q.insert_jobs, jobs)
@@ -1033,10 +1034,10 @@ def _forget_transaction(session: Session) -> None:
 
 
 def _job_row(message_pk: int, kind: str, recipient: str, account_id: int | None,
-             contact_point_id: int | None, now: dt.datetime) -> dict[str, Any]:
+             contact_point_id: int | None, now: dt.datetime, due: dt.datetime | None = None) -> dict[str, Any]:
     return {"message_id": message_pk, "kind": kind, "recipient": recipient, "account_id": account_id,
             "contact_point_id": contact_point_id, "state": "queued", "attempts": 0,
-            "next_attempt_at": now, "created_at": now}
+            "next_attempt_at": due or now, "created_at": now}
 
 
 def _job_view(row: Any) -> Job:
