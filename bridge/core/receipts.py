@@ -29,8 +29,9 @@ from bridge.receipts.evidence import Evidence, PartyRef
 
 log = logging.getLogger("bridge.receipts")
 
+# One batch at a time, filed in one unit of the group commit: receipts trail submission and
+# delivery instead of competing with them for the CPU (bench/submit.py prints both).
 BATCH = 64
-CONCURRENCY = 1                 # receipts trail submission and delivery: they never slow a 250 down
 LEASE_SECONDS = 120.0
 MAX_ATTEMPTS = 5
 RETRY_SECONDS = 30.0
@@ -64,8 +65,8 @@ class ReceiptWorker:
         while not stopping.is_set():
             try:
                 owed = await self.run_blocking(self.repo.claim, BATCH, LEASE_SECONDS)
-                await asyncio.gather(*(self.run_blocking(self.issue_many, owed[i::CONCURRENCY], stopping.is_set)
-                                       for i in range(min(CONCURRENCY, len(owed)))))
+                if owed:
+                    await self.run_blocking(self.issue_many, owed, stopping.is_set)
                 issued = len(owed)
             except Exception:
                 log.exception("receipt pass failed; retrying")
@@ -76,12 +77,6 @@ class ReceiptWorker:
                 await asyncio.wait(waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:
                     w.cancel()
-
-    def issue_due(self, stopping: Callable[[], bool] = lambda: False) -> int:
-        """Issue the receipts that are due (blocking, one chunk); returns how many were leased."""
-        owed = self.repo.claim(BATCH, LEASE_SECONDS)
-        self.issue_many(owed, stopping)
-        return len(owed)
 
     def issue_many(self, owed: list[Any], stopping: Callable[[], bool] = lambda: False) -> None:
         """Build, sign and store each receipt, then file them all in one unit of the group
