@@ -69,7 +69,7 @@ class MessageSecurity:
             result = self._keyring(tenant).verify_pgp_mime(raw, from_address)
             if result is not None:
                 results.append(result)
-        return raw, results
+        return raw, results or [SigResult("smime", "none")]     # unsigned, and said so
 
     def _decrypt_smime(self, raw: bytes, tenant: str) -> bytes:
         from bridge.crypto import smime
