@@ -138,7 +138,7 @@ def _load(data: bytes) -> etree._Element:
     try:
         tree = etree.ElementTree(etree.fromstring(data, parser))
     except etree.XMLSyntaxError as exc:
-        if b"<!DOCTYPE" in data[:4096] or b"<!ENTITY" in data[:4096]:
+        if _mentions_dtd(data[:8192]):
             raise MemoInvalid([_dtd_error()]) from None
         raise MemoInvalid([ValidationError(
             "/", f"not well-formed XML (line {exc.lineno}): {exc.msg}",
@@ -149,6 +149,15 @@ def _load(data: bytes) -> etree._Element:
     if any(isinstance(node, etree._Entity) for node in root.iter()):
         raise MemoInvalid([_dtd_error()])
     return root
+
+
+def _mentions_dtd(head: bytes) -> bool:
+    """Whether a document that failed to parse starts with a DTD, in any encoding XML allows."""
+    for codec in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+        text = head.decode(codec, errors="ignore")
+        if "<!DOCTYPE" in text or "<!ENTITY" in text:
+            return True
+    return False
 
 
 def _dtd_error() -> ValidationError:
@@ -250,7 +259,7 @@ def _schema_errors(root: etree._Element, rules: str) -> list[ValidationError]:
     return errors
 
 
-_CLARK = re.compile(r"\{([^}]*)\}")
+_CLARK = re.compile(r"\{([a-z]+:[^}]*)\}")
 _UUID_PATTERN = "[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-4[a-fA-F0-9]{3}-[aAbB89][a-fA-F0-9]{3}-[a-fA-F0-9]{12}"
 
 
