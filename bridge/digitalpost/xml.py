@@ -113,15 +113,19 @@ def write_memo(msg: Message, version: str | None = None) -> bytes:
 def validate(data: bytes, version: str | None = None) -> list[ValidationError]:
     """Every problem found in `data` by the rules of `version` (None: the document's memoVersion).
 
-    An empty list means valid.  Never raises for bad input.
+    An empty list means valid, and that `parse_memo` would succeed when the version is the
+    document's own.  Never raises for bad input.
     """
     if version is not None and version not in VERSIONS:
         raise ValueError(f"MeMo version must be one of {VERSIONS}, not {version!r}")
     try:
         root = _load(data)
+        errors = _schema_errors(_canonical(root), version or _rules_for(root.get("memoVersion")))
+        if not errors:
+            _read(Message, root, "/memo:Message")  # values the schema allows but Python cannot hold
     except MemoInvalid as exc:
         return list(exc.errors)
-    return _schema_errors(_canonical(root), version or _rules_for(root.get("memoVersion")))
+    return errors
 
 
 # --- parsing, hardened -------------------------------------------------------------------------------
@@ -277,33 +281,33 @@ def _explain(entry: Any) -> ValidationError:
     text = _short(entry.message)
     detail = re.sub(r"^Element '[^']*'(?:, attribute '[^']*')?: ", "", text)
     en, da = detail, f"ugyldigt indhold: {detail}"
-    if m := re.search(r"length of '(\d+)'; this exceeds the allowed maximum length of '(\d+)'", text):
+    if m := re.search(r"length of '(\d+)'; this exceeds the allowed maximum length of '(\d+)'", detail):
         en = f"too long: {m[1]} characters, at most {m[2]} allowed"
         da = f"for lang: {m[1]} tegn, højst {m[2]} tilladt"
-    elif m := re.search(r"The value '(.*)' is not accepted by the pattern '(.*)'", text, re.S):
+    elif m := re.search(r"The value '(.*)' is not accepted by the pattern '(.*)'", detail, re.S):
         if m[2] == _UUID_PATTERN:
             en, da = f"not a version 4 UUID: '{m[1]}'", f"ikke et UUID af version 4: '{m[1]}'"
         elif m[2] == ".+Z":
             en = f"date-time must be in UTC with a trailing 'Z': '{m[1]}'"
             da = f"tidspunktet skal være i UTC og slutte med 'Z': '{m[1]}'"
-    elif m := re.search(r"The value '(.*)' is not an element of the set \{(.*)\}", text, re.S):
+    elif m := re.search(r"The value '(.*)' is not an element of the set \{(.*)\}", detail, re.S):
         en, da = f"'{m[1]}' is not one of {m[2]}", f"'{m[1]}' er ikke en af {m[2]}"
-    elif m := re.search(r"The value '(.*)' is greater than the maximum value allowed \('(.*)'\)", text):
+    elif m := re.search(r"The value '(.*)' is greater than the maximum value allowed \('(.*)'\)", detail):
         en, da = f"'{m[1]}' is larger than {m[2]}", f"'{m[1]}' er større end {m[2]}"
-    elif m := re.search(r"This element is not expected\. Expected is(?: one of)? \( (.*) \)", text):
+    elif m := re.search(r"This element is not expected\. Expected is(?: one of)? \( (.*) \)", detail):
         en = f"element not allowed here (wrong order or unknown); expected {m[1]}"
         da = f"elementet er ikke tilladt her (forkert rækkefølge eller ukendt); forventet {m[1]}"
-    elif "This element is not expected" in text:
+    elif "This element is not expected" in detail:
         en = "element not allowed here (wrong order, unknown, or too many)"
         da = "elementet er ikke tilladt her (forkert rækkefølge, ukendt eller for mange)"
-    elif m := re.search(r"Missing child element\(s\)\. Expected is(?: one of)? \( (.*) \)", text):
+    elif m := re.search(r"Missing child element\(s\)\. Expected is(?: one of)? \( (.*) \)", detail):
         en, da = f"required element missing: {m[1]}", f"påkrævet element mangler: {m[1]}"
-    elif m := re.search(r"The attribute '(.*)' is required but missing", text):
+    elif m := re.search(r"The attribute '(.*)' is required but missing", detail):
         en, da = f"required attribute missing: {m[1]}", f"påkrævet attribut mangler: {m[1]}"
-    elif "No matching global declaration available for the validation root" in text:
+    elif "No matching global declaration available for the validation root" in detail:
         en = "not a MeMo message: the root element must be memo:Message"
         da = "ikke en MeMo-meddelelse: rodelementet skal være memo:Message"
-    elif m := re.search(r"'(.*)' is not a valid value of the (?:atomic|local atomic) type '(.*)'", text,
+    elif m := re.search(r"'(.*)' is not a valid value of the (?:atomic|local atomic) type '(.*)'", detail,
                         re.S):
         en, da = f"'{m[1]}' is not a valid {m[2]}", f"'{m[1]}' er ikke en gyldig {m[2]}"
     return ValidationError(path, en, da, entry.line or None)
@@ -386,8 +390,8 @@ def _read_value(typ: Any, element: etree._Element, path: str) -> Any:
             return _parse_date(text.strip())
     except (ValueError, binascii.Error) as exc:
         raise MemoInvalid([ValidationError(path, f"unusable value: {exc}",
-                                           f"værdien kan ikke bruges: {exc}", element.sourceline)]) \
-            from None
+                                           f"værdien kan ikke bruges: {text.strip()!r}",
+                                           element.sourceline)]) from None
     raise TypeError(f"no XML mapping for {typ!r}")
 
 

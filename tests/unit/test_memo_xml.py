@@ -6,6 +6,7 @@ import dataclasses
 import re
 import time
 from datetime import datetime
+from typing import get_args, get_origin, get_type_hints
 
 import pytest
 from lxml import etree
@@ -115,6 +116,67 @@ def test_model_has_every_schema_element_and_only_those_plus_1_2() -> None:
     assert declared - in_model == set()
     assert in_model - declared == {f"{{{MEMO_NS}}}Representative", f"{{{MEMO_NS}}}representativeID",
                                    f"{{{MEMO_NS}}}originalRepresentative"}
+
+
+def model_classes() -> dict[str, tuple[type, list[tuple[str, str]]]]:
+    """Element (Clark name) -> (model class, [(child element, cardinality)] in field order)."""
+    found: dict[str, tuple[type, list[tuple[str, str]]]] = {}
+
+    def visit(tag: str, cls: type) -> None:
+        children = []
+        for f in dataclasses.fields(cls):
+            if "xml" not in f.metadata:
+                continue
+            hint = get_type_hints(cls)[f.name]
+            if get_origin(hint) is tuple:
+                kind, inner = "many", get_args(hint)[0]
+            elif type(None) in get_args(hint):
+                kind, inner = "opt", next(a for a in get_args(hint) if a is not type(None))
+            else:
+                kind, inner = "one", hint
+            children.append((f.metadata["xml"], kind))
+            if dataclasses.is_dataclass(inner):
+                visit(f.metadata["xml"], inner)
+        found[tag] = (cls, children)
+
+    visit(f"{{{MEMO_NS}}}Message", model.Message)
+    return found
+
+
+def schema_sequences() -> dict[str, list[tuple[str, str]]]:
+    """Complex element (Clark name) -> [(child element, cardinality)] in schema order, from the XSDs."""
+    result = {}
+    for xsd in MEMO_REFERENCE.glob("MeMo_*.xsd"):
+        root = etree.parse(str(xsd)).getroot()
+        target = root.get("targetNamespace")
+        for declaration in root.findall(f"{_XS}element"):
+            children = []
+            for child in declaration.iter(f"{_XS}element"):
+                if child is declaration:
+                    continue
+                if child.get("ref"):
+                    prefix, _, local = child.get("ref").rpartition(":")
+                    name = f"{{{child.nsmap[prefix or None]}}}{local}"
+                else:
+                    name = f"{{{target}}}{child.get('name')}"
+                low, high = child.get("minOccurs", "1"), child.get("maxOccurs", "1")
+                kind = "one" if (low, high) == ("1", "1") else "opt" if high == "1" else "many"
+                children.append((name, kind))
+            if children:
+                result[f"{{{target}}}{declaration.get('name')}"] = children
+    return result
+
+
+def test_model_follows_the_schema_names_order_and_cardinality() -> None:
+    classes = model_classes()
+    relaxed_in_1_2 = {f"{{{MEMO_NS}}}mandatory", f"{{{MEMO_NS}}}legalNotification"}
+    only_in_1_2 = {f"{{{MEMO_NS}}}Representative", f"{{{MEMO_NS}}}originalRepresentative"}
+    for element, sequence in schema_sequences().items():
+        assert element in classes, element
+        in_model = [(name, "one" if name in relaxed_in_1_2 else kind)
+                    for name, kind in classes[element][1] if name not in only_in_1_2]
+        assert in_model == sequence, element
+    assert set(classes) - set(schema_sequences()) == {f"{{{MEMO_NS}}}Representative"}
 
 
 def test_full_memo_fills_every_field() -> None:
@@ -256,6 +318,18 @@ def test_bad_uuid_in_a_repeated_element_names_its_position() -> None:
 def test_date_time_must_be_utc_with_z(value: str) -> None:
     errors = validate(set_text(example(EXAMPLES[0]), "createdDateTime", value))
     assert f"/memo:Message/memo:MessageBody/memo:createdDateTime" in paths(errors)
+
+
+@pytest.mark.parametrize("value, words", [("2024-02-30T12:00:00Z", "is not a valid memoDateTimeType"),
+                                          ("10000-01-01T00:00:00Z", "unusable value")])
+def test_impossible_date_times_are_refused_by_validate_and_parse_alike(value: str, words: str) -> None:
+    data = set_text(example(EXAMPLES[0]), "createdDateTime", value)
+    errors = validate(data)
+    assert paths(errors) == ["/memo:Message/memo:MessageBody/memo:createdDateTime"]
+    assert words in errors[0].message and value in errors[0].message_da
+    with pytest.raises(MemoInvalid) as caught:
+        parse_memo(data)
+    assert caught.value.errors == tuple(errors)
 
 
 def test_naive_datetime_is_refused_on_write() -> None:
