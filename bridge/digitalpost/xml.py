@@ -429,6 +429,11 @@ def _write_children(obj: Any, element: etree._Element, path: str, rules: str,
         value = getattr(obj, f.name)
         if value is None and rules == "1.1" and f.v11_default is not None:
             value = f.v11_default
+        if f.kind == "many" and not isinstance(value, (tuple, list)):
+            errors.append(ValidationError(
+                _child_path(path, f.tag, 1, 1), f"expected a tuple, got {type(value).__name__}",
+                f"forventede en tuple, fik {type(value).__name__}"))
+            continue
         items = value if f.kind == "many" else (() if value is None else (value,))
         if f.kind == "one" and value is None:
             errors.append(ValidationError(path, f"required element missing: {_short(f.tag)}",

@@ -57,7 +57,8 @@ def test_minimum_example_values() -> None:
     assert (header.message_type, header.message_uuid, header.label) == (
         "DIGITALPOST", "8C2EA15D-61FB-4BA9-9366-42F8B194C114", "Pladsanvisning")
     assert header.mandatory is None and header.legal_notification is None
-    assert (header.sender.sender_id, header.sender.id_type, header.sender.label) == ("12345678", "CVR", "Kommunen")
+    sender = header.sender
+    assert (sender.sender_id, sender.id_type, sender.label) == ("12345678", "CVR", "Kommunen")
     assert (header.recipient.recipient_id, header.recipient.label) == ("2211771212", None)
     body = msg.message_body
     assert body is not None and body.created_date_time == datetime.fromisoformat("2024-05-03T12:00:00+00:00")
@@ -218,7 +219,8 @@ def test_round_trip_keeps_instants_given_in_other_zones() -> None:
     from datetime import timedelta, timezone
     cet = timezone(timedelta(hours=1))
     msg = full_memo()
-    header = dataclasses.replace(msg.message_header, reply_by_date_time=datetime(2026, 12, 30, 13, 0, tzinfo=cet))
+    header = dataclasses.replace(msg.message_header,
+                                 reply_by_date_time=datetime(2026, 12, 30, 13, 0, tzinfo=cet))
     out = write_memo(dataclasses.replace(msg, message_header=header))
     assert b"<memo:replyByDateTime>2026-12-30T12:00:00Z</memo:replyByDateTime>" in out
     assert parse_memo(out).message_header.reply_by_date_time == header.reply_by_date_time
@@ -238,6 +240,20 @@ def test_output_uses_the_memo_prefix_and_schema_order(version: str) -> None:
     header = [etree.QName(c).localname for c in root[0]]
     assert header[:5] == ["messageType", "messageUUID", "messageID", "messageCode", "label"]
     assert header[-5:] == ["Recipient", "ContentData", "ForwardData", "ReplyData", "ReplyData"]
+
+    def children(local: str) -> list[str]:
+        return [etree.QName(c).localname for c in root.find(f".//{{{MEMO_NS}}}{local}")]
+
+    # 1.2 as in Digital Post's full example: Representative ends Sender, originalRepresentative
+    # follows originalContentResponsible; 1.1 has neither.
+    sender = ["senderID", "idType", "idTypeLabel", "label", "AttentionData", "ContactPoint"]
+    forward = ["messageUUID", "originalMessageDateTime", "originalSender", "originalContentResponsible",
+               "contactPointID", "comment"]
+    if version == "1.2":
+        sender.append("Representative")
+        forward.insert(4, "originalRepresentative")
+    assert children("Sender") == sender
+    assert children("ForwardData") == forward
 
 
 def test_parse_accepts_any_prefix_or_the_default_namespace() -> None:
@@ -289,7 +305,8 @@ def test_label_of_256_is_fine_and_notification_over_150_is_not() -> None:
 
 def test_write_refuses_a_model_that_breaks_the_schema() -> None:
     msg = full_memo()
-    long_label = dataclasses.replace(msg, message_header=dataclasses.replace(msg.message_header, label="x" * 300))
+    header = dataclasses.replace(msg.message_header, label="x" * 300)
+    long_label = dataclasses.replace(msg, message_header=header)
     with pytest.raises(MemoInvalid) as caught:
         write_memo(long_label)
     assert paths(list(caught.value.errors)) == [f"{HEADER}/memo:label"]
@@ -317,7 +334,7 @@ def test_bad_uuid_in_a_repeated_element_names_its_position() -> None:
 @pytest.mark.parametrize("value", ["2024-05-03T12:00:00", "2024-05-03T14:00:00+02:00", "yesterday Z"])
 def test_date_time_must_be_utc_with_z(value: str) -> None:
     errors = validate(set_text(example(EXAMPLES[0]), "createdDateTime", value))
-    assert f"/memo:Message/memo:MessageBody/memo:createdDateTime" in paths(errors)
+    assert "/memo:Message/memo:MessageBody/memo:createdDateTime" in paths(errors)
 
 
 @pytest.mark.parametrize("value, words", [("2024-02-30T12:00:00Z", "is not a valid memoDateTimeType"),
@@ -339,6 +356,19 @@ def test_naive_datetime_is_refused_on_write() -> None:
     with pytest.raises(MemoInvalid) as caught:
         write_memo(dataclasses.replace(msg, message_body=body))
     assert paths(list(caught.value.errors)) == ["/memo:Message/memo:MessageBody/memo:createdDateTime"]
+
+
+def test_write_names_model_values_of_the_wrong_type() -> None:
+    msg = full_memo()
+    assert msg.message_body is not None
+    main = msg.message_body.main_document
+    wrong = dataclasses.replace(main, files=main.files[0], label=42)  # type: ignore[arg-type]
+    body = dataclasses.replace(msg.message_body, main_document=wrong)
+    with pytest.raises(MemoInvalid) as caught:
+        write_memo(dataclasses.replace(msg, message_body=body))
+    main_path = "/memo:Message/memo:MessageBody/memo:MainDocument"
+    assert paths(list(caught.value.errors)) == [f"{main_path}/memo:label", f"{main_path}/memo:File"]
+    assert [e.message for e in caught.value.errors] == ["expected str, got int", "expected a tuple, got File"]
 
 
 def test_missing_required_element() -> None:
@@ -374,7 +404,8 @@ def test_reservation_and_entry_point_together_are_refused() -> None:
 
 
 def test_1_2_elements_are_refused_in_a_1_1_document() -> None:
-    out = write_memo(full_memo(), "1.2").replace(b'memoVersion="1.2"', b'memoVersion="1.1" memoSchVersion="1.1.0"')
+    out = write_memo(full_memo(), "1.2").replace(b'memoVersion="1.2"',
+                                                 b'memoVersion="1.1" memoSchVersion="1.1.0"')
     assert f"{HEADER}/memo:Sender/memo:Representative" in paths(validate(out))
     assert f"{HEADER}/memo:ForwardData/memo:originalRepresentative" in paths(validate(out))
     assert validate(out, "1.2") == []
@@ -411,7 +442,8 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 def external_entity(path: str) -> bytes:
     return (f'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY xxe SYSTEM "file://{path}">]>'
             f'<memo:Message xmlns:memo="https://DigitalPost.dk/MeMo-1" memoVersion="1.2">'
-            f'<memo:MessageHeader><memo:label>&xxe;</memo:label></memo:MessageHeader></memo:Message>').encode()
+            f'<memo:MessageHeader><memo:label>&xxe;</memo:label></memo:MessageHeader>'
+            f'</memo:Message>').encode()
 
 
 @pytest.mark.parametrize("data", [BILLION_LAUGHS, external_entity("/etc/hostname"),
