@@ -132,8 +132,9 @@ def validate(data: bytes, version: str | None = None) -> list[ValidationError]:
 
 def _load(data: bytes) -> etree._Element:
     """The root element of `data`; refuses DTDs, entities and anything not well-formed."""
-    if not isinstance(data, bytes):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("MeMo XML must be bytes")
+    data = bytes(data)
     parser = etree.XMLParser(
         resolve_entities=False, load_dtd=False, dtd_validation=False, no_network=True,
         huge_tree=True,  # base64 content beyond libxml2's 10 MB text limit; DTDs are refused below
@@ -182,27 +183,27 @@ def _canonical(root: etree._Element) -> etree._Element:
     """A copy of the tree with the canonical prefixes (memo:, grd:, ...), so error paths read alike.
 
     Comments and processing instructions are dropped (their tails kept); source lines are kept.
+    Iterative: hostile documents may nest deeper than Python's recursion limit.
     """
     copy = etree.Element(root.tag, nsmap=NSMAP)
-    _copy_into(root, copy)
+    stack = [(root, copy)]
+    while stack:
+        src, dst = stack.pop()
+        dst.attrib.update(src.attrib)
+        dst.text = src.text
+        dst.sourceline = src.sourceline
+        last: etree._Element | None = None
+        for child in src:
+            if isinstance(child.tag, str):
+                last = etree.SubElement(dst, child.tag)
+                last.tail = child.tail
+                stack.append((child, last))
+            elif child.tail:
+                if last is None:
+                    dst.text = (dst.text or "") + child.tail
+                else:
+                    last.tail = (last.tail or "") + child.tail
     return copy
-
-
-def _copy_into(src: etree._Element, dst: etree._Element) -> None:
-    dst.attrib.update(src.attrib)
-    dst.text = src.text
-    dst.sourceline = src.sourceline
-    last: etree._Element | None = None
-    for child in src:
-        if isinstance(child.tag, str):
-            last = etree.SubElement(dst, child.tag)
-            _copy_into(child, last)
-            last.tail = child.tail
-        elif child.tail:
-            if last is None:
-                dst.text = (dst.text or "") + child.tail
-            else:
-                last.tail = (last.tail or "") + child.tail
 
 
 # --- schemas ---------------------------------------------------------------------------------------

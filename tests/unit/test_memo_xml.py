@@ -461,6 +461,15 @@ def test_dtds_and_entities_are_refused(data: bytes) -> None:
     assert time.monotonic() - started < 2
 
 
+def test_deep_nesting_is_refused_without_recursion_errors() -> None:
+    deep = (b'<memo:Message xmlns:memo="https://DigitalPost.dk/MeMo-1" memoVersion="1.2">'
+            + b"<memo:MessageHeader>" * 2000 + b"</memo:MessageHeader>" * 2000 + b"</memo:Message>")
+    errors = validate(deep)
+    assert errors and errors[0].path.startswith(f"{HEADER}/memo:MessageHeader")
+    too_deep = b"<a>" * 100_000 + b"</a>" * 100_000
+    assert paths(validate(too_deep)) == ["/"]
+
+
 def test_memo_invalid_is_a_client_safe_bridge_error() -> None:
     with pytest.raises(MemoInvalid) as caught:
         parse_memo(set_text(example(EXAMPLES[0]), "label", "x" * 300))
