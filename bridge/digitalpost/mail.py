@@ -74,6 +74,7 @@ _MSG_ID = re.compile(r"<[^<>\s]+>")
 _UUID4 = re.compile(r"[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-4[a-fA-F0-9]{3}-[aAbB89][a-fA-F0-9]{3}-[a-fA-F0-9]{12}")
 _WORD_BREAK = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
+_NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")  # what XML 1.0 cannot carry, beyond controls
 _DATETIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z")
 
 # Header fields of MessageHeader that X-MeMo-* never carries (see the module docstring).
@@ -247,8 +248,9 @@ def _build(cls: type, tree: dict[str, Any], path: str) -> Any:
 # --- MeMo -> mail -----------------------------------------------------------------------------------
 
 def _clean(text: str) -> str:
-    """A value fit for one header field: control characters (CR, LF) become spaces."""
-    return _CONTROL.sub(" ", text).strip()
+    """A value fit for one header field and for MeMo XML: control characters (CR, LF) become
+    spaces, lone surrogates (undecodable bytes) and non-characters U+FFFD."""
+    return _NOT_XML.sub("\ufffd", _CONTROL.sub(" ", text)).strip()
 
 
 def _media_type(encoding_format: str, filename: str) -> tuple[str, str]:
@@ -498,6 +500,15 @@ def _language(value: Any) -> str | None:
     return text if re.fullmatch(r"[a-z]{2}", text) else None
 
 
+def _body_text(part: EmailMessage) -> str:
+    """A text part's content; an unknown charset is read as UTF-8 with replacements."""
+    try:
+        text = part.get_content()
+    except LookupError:
+        text = _leaf_bytes(part).decode("utf-8", "replace")
+    return _NOT_XML.sub("\ufffd", text)
+
+
 def _header_text(part: EmailMessage, name: str) -> str | None:
     value = part.get(name)
     return _clean(str(value)) or None if value is not None else None
@@ -509,9 +520,9 @@ def _read_mail(raw: bytes) -> _ReadMail:
     plain = msg.get_body(preferencelist=("plain",))
     page = msg.get_body(preferencelist=("html",))
     if plain is not None:
-        mail.plain = plain.get_content()
+        mail.plain = _body_text(plain)
     if page is not None:
-        mail.html = page.get_content()
+        mail.html = _body_text(page)
     first = plain if plain is not None else page
     if first is not None:
         mail.language = _language(first.get("content-language")) or _language(msg.get("content-language"))
@@ -539,7 +550,7 @@ def _read_mail(raw: bytes) -> _ReadMail:
             document_id=_header_text(part, DOCUMENT_ID_HEADER), data=data))
     for name in ("in-reply-to", "references"):
         for value in msg.get_all(name, []):
-            for mid in _MSG_ID.findall(str(value)):
+            for mid in _MSG_ID.findall(_clean(str(value))):
                 if mid not in mail.thread and len(mid) <= TEXT_MAX:
                     mail.thread.append(mid)
     if msg.get("reply-by"):
@@ -585,17 +596,18 @@ def _first_line(mail: _ReadMail) -> str | None:
         text = html.unescape(re.sub(r"<[^>]*>", " ", re.sub(r"(?is)<(head|style|script).*?</\1>", "",
                                                               mail.html)))
     for line in (text or "").splitlines():
-        if line.strip():
-            return _shorten(" ".join(line.split()), NOTIFICATION_MAX)
+        words = _clean(line).split()
+        if words:
+            return _shorten(" ".join(words), NOTIFICATION_MAX)
     return None
 
 
 def _file(att: _Attachment, number: int, default_language: str) -> m.File:
-    media = att.media_type
+    media = att.media_type if len(att.media_type) <= TEXT_MAX else "application/octet-stream"
     if media == "application/octet-stream" and att.filename:
         media = mimetypes.guess_type(att.filename)[0] or media
     ext = mimetypes.guess_extension(media) or ".bin"
-    return m.File(encoding_format=media, filename=_short_filename(att.filename or f"bilag-{number}{ext}"),
+    return m.File(encoding_format=media, filename=_short_filename(_clean(att.filename or "") or f"bilag-{number}{ext}"),
                   language=att.language or default_language, content=att.data)
 
 
@@ -757,16 +769,29 @@ def mail_to_memo(raw: bytes, *, sender: m.Sender, recipient: m.Recipient, messag
     In-Reply-To/References = ReplyData (messageID = the msg-id, messageUUID = the UUID in it or
     one derived from it), Reply-By = replyByDateTime, then every X-MeMo-* field in its place.
 
-    With a memo.xml part (a MeMo the bridge delivered, or one a system attached), that MeMo's
-    fields win: the mail's Subject, body and X-MeMo-* fields are its rendering.  In every case
-    the identity fields are the bridge's: `message_uuid`, `sender` and `recipient`.
+    With a memo.xml part (a MeMo the bridge delivered, or one a system attached) and no Subject
+    or a Subject equal to that MeMo's label (white space aside), that MeMo's fields win: the
+    mail's Subject, body, calendar parts and X-MeMo-* fields are its rendering; the mail adds its
+    thread when the MeMo has no ReplyData, and attachments that are none of its files.  With
+    another Subject (a forward: "Fwd: label") the mail is read as a plain mail and memo.xml is an
+    AdditionalDocument.  In every case the identity fields are the bridge's: `message_uuid`,
+    `sender` and `recipient`.
 
-    Raises MemoInvalid (with the element path) when the memo.xml part or an X-MeMo-* value is not
-    usable, or when the result does not validate.
+    Raises MemoInvalid (with the element path) when the memo.xml part is not a valid MeMo, when
+    an X-MeMo-* value is not usable, or when the result does not validate.
     """
     mail = _read_mail(raw)
-    if mail.memo_xml is not None:
-        msg = _from_memo_part(mail, parse_memo(mail.memo_xml), sender=sender, recipient=recipient,
+    base = parse_memo(mail.memo_xml) if mail.memo_xml is not None else None
+    if base is not None and mail.subject and mail.subject.split() != _clean(
+            base.message_header.label).split():
+        # Not this MeMo's own mail (e.g. a forward, "Fwd: label"): the user's text is the message
+        # and memo.xml is one of its attachments.
+        mail.attachments.append(_Attachment(media_type="application/xml", filename=MEMO_FILENAME,
+                                            description=None, language=None, document=None,
+                                            document_id=None, data=mail.memo_xml or b""))
+        base = None
+    if base is not None:
+        msg = _from_memo_part(mail, base, sender=sender, recipient=recipient,
                               message_uuid=message_uuid, now=now)
     else:
         msg = _from_mail(mail, sender=sender, recipient=recipient, message_uuid=message_uuid, now=now)

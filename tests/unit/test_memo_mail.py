@@ -311,3 +311,67 @@ def test_mail_with_only_a_calendar_invitation() -> None:
     assert (action.reservation.abstract, action.reservation.location) == ("Møde", "Rådhuset")
     assert action.reservation.start_date_time == datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
     assert validate(write_memo(msg)) == []
+
+
+def test_forwarded_memo_is_the_users_message_with_memo_xml_attached() -> None:
+    original = full_memo()
+    mail = parsed(render(original))
+    del mail["Subject"]
+    mail["Subject"] = "Fwd: " + original.message_header.label
+    (body,) = [p for p in mail.iter_parts() if p.get_content_type() == "multipart/alternative"] or \
+        [next(mail.iter_parts())]
+    body.set_content("Se venligst nedenstående.\r\n", charset="utf-8")
+    result = mail_to_memo(mail.as_bytes(policy=policy.SMTP), sender=BRIDGE_SENDER,
+                          recipient=BRIDGE_RECIPIENT, message_uuid="3f1c7a52-8e2b-4c61-9d3e-5b7a2f4e8c10",
+                          now=LATER)
+    assert result.message_header.label == "Fwd: " + original.message_header.label
+    assert result.message_body is not None
+    assert result.message_body.main_document.files[0].content == "Se venligst nedenstående.\r\n".encode()
+    memo_docs = [d for d in result.message_body.additional_documents if d.files[0].filename == "memo.xml"]
+    assert [d.files[0].encoding_format for d in memo_docs] == ["application/xml"]
+    assert parse_memo(memo_docs[0].files[0].content) == original
+    assert validate(write_memo(result)) == []
+
+
+def test_hostile_mail_still_gives_a_valid_memo() -> None:
+    raw = (b"From: a@borger.dp2.test\r\nSubject: Sv\xe6r \x01p\xe5\r\n brev\r\n"
+           b"In-Reply-To: <\x02odd@x>\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+           b"Content-Type: text/plain; charset=x-unknown\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+           b"Hej \xe6\xf8\x00\r\n--b\r\n"
+           b'Content-Type: application/x-thing\r\nContent-Disposition: attachment; filename="../../a\x03b.dat"\r\n'
+           b"Content-Description: " + b"d" * 400 + b"\r\n\r\nraw \xff bytes\r\n--b--\r\n")
+    msg = mail_to_memo(raw, sender=BRIDGE_SENDER, recipient=BRIDGE_RECIPIENT,
+                       message_uuid="3f1c7a52-8e2b-4c61-9d3e-5b7a2f4e8c10", now=LATER)
+    assert validate(write_memo(msg, "1.1")) == []
+    assert msg.message_body is not None
+    (doc,) = msg.message_body.additional_documents
+    assert doc.files[0].filename == "a b.dat" and doc.files[0].content == b"raw \xff bytes"
+    assert doc.label is not None and len(doc.label) == 256
+
+
+def test_mail_that_is_only_a_pdf_makes_it_the_main_document() -> None:
+    import base64
+    raw = (b"From: a@borger.dp2.test\r\nSubject: Brev\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="brev.pdf"\r\n'
+           b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(PDF).replace(b"\n", b"\r\n"))
+    msg = mail_to_memo(raw, sender=BRIDGE_SENDER, recipient=BRIDGE_RECIPIENT,
+                       message_uuid="3f1c7a52-8e2b-4c61-9d3e-5b7a2f4e8c10", now=LATER)
+    assert msg.message_body is not None
+    (pdf,) = msg.message_body.main_document.files
+    assert (pdf.encoding_format, pdf.filename, pdf.content) == ("application/pdf", "brev.pdf", PDF)
+    assert msg.message_body.additional_documents == ()
+    assert validate(write_memo(msg)) == []
+
+
+def test_long_values_fold_within_limits() -> None:
+    msg = full_memo()
+    header = dataclasses.replace(msg.message_header, label="Æ" * 256,
+                                 additional_notification="https://x.example/" + "a" * 238,
+                                 message_code="b" * 256)
+    msg = dataclasses.replace(msg, message_header=header)
+    raw = render(msg)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    assert all(not part.defects for part in parsed(raw).walk())
+    assert str(parsed(raw)["X-MeMo-Additional-Notification"]) == header.additional_notification
+    assert differences(msg, back(raw, msg)) == []
