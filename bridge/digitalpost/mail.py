@@ -36,6 +36,7 @@ MeMo XML text (booleans `true`/`false`, date-times `2026-12-30T12:00:00Z`, dates
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import email.policy
 import html
 import mimetypes
@@ -43,7 +44,6 @@ import re
 import types
 import uuid
 from dataclasses import dataclass, field
-import datetime as dt
 from email import message_from_bytes
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime, getaddresses, parsedate_to_datetime
@@ -332,7 +332,7 @@ def _address(header_value: str) -> str | None:
     return found[0] if found else None
 
 
-def _body_parts(msg: m.Message, from_addr: str | None) -> list[MIMEPart]:
+def _body_parts(msg: m.Message) -> list[MIMEPart]:
     """The text body (an alternative or one text part) and the inline MainDocument files."""
     body = msg.message_body
     header = msg.message_header
@@ -351,7 +351,8 @@ def _body_parts(msg: m.Message, from_addr: str | None) -> list[MIMEPart]:
     others = [f for f in main.files if f is not plain and f is not page]
     if not texts:
         names = ", ".join(f.filename for f in others)
-        note = (f"Brevet er vedhæftet: {names}\r\nThe letter is attached: {names}\r\n")
+        title = f"{main.label}: " if main.label else ""
+        note = (f"{title}Brevet er vedhæftet / the letter is attached: {names}\r\n")
         texts.append(_text_part(note + text_block, "plain"))
     if len(texts) == 1:
         first = texts[0]
@@ -405,7 +406,7 @@ def _document_parts(msg: m.Message) -> list[MIMEPart]:
 
 
 def _thread_ids(msg: m.Message) -> list[str]:
-    """Message-IDs named by ReplyData.messageID values that are in msg-id form."""
+    """Message-IDs named by ReplyData.messageID values that are in msg-id form, in order."""
     ids = []
     for reply in msg.message_header.reply_data:
         if reply.message_id and _MSG_ID.fullmatch(reply.message_id.strip()):
@@ -417,8 +418,10 @@ def memo_to_mail(msg: m.Message, memo_xml: bytes, *, from_header: str, to_header
                  message_id: str, date: dt.datetime) -> bytes:
     """The RFC 5322 message a reader's client gets for `msg` (see the module docstring).
 
-    `from_header`/`to_header` are used as given (the caller masks the parties); `memo_xml` is
-    attached unchanged as memo.xml; `date` is the Date field and the calendar DTSTAMP.
+    `from_header`/`to_header` are used as given (the caller masks the parties; note that memo.xml
+    carries Sender and Recipient as they are); `memo_xml` (the MeMo as received, or
+    `write_memo(msg)`) is attached unchanged as memo.xml; `date` (aware) is the Date field and
+    the calendar DTSTAMP.  The caller sets the IMAP keywords `memo_keywords(msg)`.
     """
     header = msg.message_header
     from_addr = _address(from_header)
@@ -430,9 +433,9 @@ def memo_to_mail(msg: m.Message, memo_xml: bytes, *, from_header: str, to_header
     root["Date"] = format_datetime(date.astimezone(dt.timezone.utc))
     root["Message-ID"] = message_id
     thread = _thread_ids(msg)
-    if thread:
-        root["In-Reply-To"] = thread[-1]
-        root["References"] = " ".join(thread)
+    if thread:  # the first ReplyData is the parent; References ends with it (RFC 5322 3.6.4)
+        root["In-Reply-To"] = thread[0]
+        root["References"] = " ".join(thread[1:] + thread[:1])
     if header.reply_by_date_time is not None:
         root["Reply-By"] = format_datetime(header.reply_by_date_time.astimezone(dt.timezone.utc))
     for name, value in memo_headers(msg):
@@ -443,7 +446,7 @@ def memo_to_mail(msg: m.Message, memo_xml: bytes, *, from_header: str, to_header
     memo_part.set_content(memo_xml, "application", "xml", cte="base64", disposition="attachment",
                           filename=MEMO_FILENAME, params={"name": MEMO_FILENAME})
     memo_part["Content-Description"] = "MeMo (Digital Post)"
-    for part in (*_body_parts(msg, from_addr),
+    for part in (*_body_parts(msg),
                  *_calendar_parts(msg, from_addr=from_addr, to_addr=to_addr, dtstamp=date),
                  *_document_parts(msg), memo_part):
         root.attach(part)

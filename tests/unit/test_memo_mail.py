@@ -375,3 +375,24 @@ def test_long_values_fold_within_limits() -> None:
     assert all(not part.defects for part in parsed(raw).walk())
     assert str(parsed(raw)["X-MeMo-Additional-Notification"]) == header.additional_notification
     assert differences(msg, back(raw, msg)) == []
+
+
+def test_reply_data_message_ids_become_the_thread_and_back() -> None:
+    original = full_memo()
+    header = original.message_header
+    replies = tuple(dataclasses.replace(r, message_id=f"<p{n}@kommune.dp2.test>")
+                    for n, r in enumerate(header.reply_data, 1))
+    msg = dataclasses.replace(original, message_header=dataclasses.replace(header, reply_data=replies))
+    mail = parsed(render(msg))
+    assert mail["In-Reply-To"] == "<p1@kommune.dp2.test>"
+    assert mail["References"] == "<p2@kommune.dp2.test> <p1@kommune.dp2.test>"
+    assert differences(msg, back(render(msg), msg)) == []
+    # without memo.xml, the thread alone gives ReplyData in the same order
+    for part in list(mail.iter_parts()):
+        if part.get_filename() == "memo.xml":
+            mail.get_payload().remove(part)
+    for name in list(mail.keys()):
+        if name.lower().startswith("x-memo-reply-data"):
+            del mail[name]
+    result = back(mail.as_bytes(policy=policy.SMTP), msg)
+    assert [r.message_id for r in result.message_header.reply_data] == [r.message_id for r in replies]
