@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import email.policy
+import functools
 import html
 import mimetypes
 import re
@@ -115,9 +116,14 @@ def _step(f: dataclasses.Field) -> str:
     return f"{_PREFIXES[ns]}:{local}"
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
 def _shape(cls: type, name: str) -> tuple[str, type]:
     """("one" | "opt" | "many", value type) of field `name` of a model class."""
-    hint = get_type_hints(cls)[name]
+    hint = _hints(cls)[name]
     if get_origin(hint) is tuple:
         return "many", get_args(hint)[0]
     if get_origin(hint) in (Union, types.UnionType):
@@ -493,7 +499,7 @@ def _leaf_bytes(part: EmailMessage) -> bytes:
     if part.get_content_maintype() == "message":
         inner = part.get_payload()
         if isinstance(inner, list) and inner:
-            return inner[0].as_bytes(policy=_OUT)
+            return inner[0].as_bytes(policy=email.policy.SMTP)  # 8-bit kept as it came
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
 

@@ -396,3 +396,28 @@ def test_reply_data_message_ids_become_the_thread_and_back() -> None:
             del mail[name]
     result = back(mail.as_bytes(policy=policy.SMTP), msg)
     assert [r.message_id for r in result.message_header.reply_data] == [r.message_id for r in replies]
+
+
+def test_attachment_added_to_a_rendered_memo_becomes_one_more_document() -> None:
+    original = full_memo()
+    mail = parsed(render(original))
+    mail.add_attachment(b"extra bytes", maintype="application", subtype="pdf", filename="tillaeg.pdf")
+    result = back(mail.as_bytes(policy=policy.SMTP), original)
+    assert result.message_body is not None and original.message_body is not None
+    *same, extra = result.message_body.additional_documents
+    assert tuple(same) == original.message_body.additional_documents
+    assert [(f.encoding_format, f.filename, f.content) for f in extra.files] == [
+        ("application/pdf", "tillaeg.pdf", b"extra bytes")]
+    assert dataclasses.replace(result.message_body, additional_documents=tuple(same)) == original.message_body
+
+
+def test_invalid_memo_part_is_refused_with_its_path() -> None:
+    bad = example("example_v1.2_MeMo_NemSMS.xml").replace(b"fcdcf318-59b6-427c", b"not-a-uuid")
+    mail = EmailMessage(policy=policy.SMTP)
+    mail["Subject"] = "Label Text"
+    mail.set_content("Message Text\r\n")
+    mail.add_attachment(bad, maintype="application", subtype="xml", filename="memo.xml")
+    with pytest.raises(MemoInvalid) as refused:
+        mail_to_memo(mail.as_bytes(), sender=BRIDGE_SENDER, recipient=BRIDGE_RECIPIENT,
+                     message_uuid="3f1c7a52-8e2b-4c61-9d3e-5b7a2f4e8c10", now=LATER)
+    assert refused.value.errors[0].path == "/memo:Message/memo:MessageHeader/memo:messageUUID"
