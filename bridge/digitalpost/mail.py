@@ -23,7 +23,8 @@ document has an id, `Content-Description` (the document's label) and `Content-La
 `X-MeMo-*` header naming scheme (stable; field names are case-insensitive): one field per leaf
 value of MessageHeader (except `label`, which is the Subject, and the identity elements Sender
 and Recipient, which the bridge decides and the caller shows masked in From/To), plus the
-`memoVersion`/`memoSchVersion` attributes and MessageBody's `createdDateTime`.  The name is
+`memoVersion`/`memoSchVersion` attributes and MessageBody's `createdDateTime`; a submission's
+are all read back except `X-MeMo-Message-UUID` (the bridge gives the UUID).  The name is
 `X-MeMo-` followed by the path of MeMo element names below MessageHeader, each element name
 split at its lower-to-upper case changes into capitalised words, all joined by "-"; a repeated
 element is followed by its 1-based position.  Examples: `mandatory` -> `X-MeMo-Mandatory`,
@@ -80,6 +81,8 @@ _DATETIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}
 
 # Header fields of MessageHeader that X-MeMo-* never carries (see the module docstring).
 _NOT_IN_HEADERS = {"label", "sender", "recipient"}
+# ... and the one written for the reader but never taken from a submission: the bridge's UUID.
+_NOT_READ = _NOT_IN_HEADERS | {"message_uuid"}
 
 
 # --- the IMAP keywords ------------------------------------------------------------------------------
@@ -201,7 +204,7 @@ def _assign(cls: type, rest: str, value: str, tree: dict[str, Any], path: str) -
     """Put header `value` into `tree` (field name -> value | subtree | {index: subtree}) where the
     lowercase name remainder `rest` points in `cls`; False when it names no field."""
     for f in dataclasses.fields(cls):
-        if f.name in _NOT_IN_HEADERS and cls is m.MessageHeader:
+        if f.name in _NOT_READ and cls is m.MessageHeader:
             continue
         word = _words(_xml_name(f)).lower()
         kind, typ = _shape(cls, f.name)

@@ -263,7 +263,8 @@ def test_plain_mail_becomes_a_valid_memo() -> None:
 def test_x_memo_headers_on_a_plain_mail_and_bad_values_refused() -> None:
     extra = ("X-MeMo-Mandatory: true\r\nX-MeMo-Content-Data-Case-ID-Case-ID: SAG-9\r\n"
              "X-MeMo-Content-Data-Case-ID-Case-System: ESDH\r\nReply-By: Wed, 30 Dec 2026 13:00:00 +0100\r\n"
-             "X-MeMo-Sender-Sender-ID: 99999999\r\n")
+             "X-MeMo-Sender-Sender-ID: 99999999\r\n"
+             "X-MeMo-Message-UUID: 0f8fad5b-d9cb-469f-a165-70867728950e\r\n")
     msg = mail_to_memo(plain_mail(extra), sender=BRIDGE_SENDER, recipient=BRIDGE_RECIPIENT,
                        message_uuid="3f1c7a52-8e2b-4c61-9d3e-5b7a2f4e8c10", now=LATER)
     header = msg.message_header
@@ -271,6 +272,7 @@ def test_x_memo_headers_on_a_plain_mail_and_bad_values_refused() -> None:
     assert header.content_data == m.ContentData(case_id=m.CaseID(case_id="SAG-9", case_system="ESDH"))
     assert header.reply_by_date_time == datetime(2026, 12, 30, 12, 0, tzinfo=timezone.utc)
     assert header.sender == BRIDGE_SENDER  # identity is never taken from a header
+    assert header.message_uuid == "3f1c7a52-8e2b-4c61-9d3e-5b7a2f4e8c10"
     with pytest.raises(MemoInvalid) as refused:
         mail_to_memo(plain_mail("X-MeMo-Reply-By-Date-Time: tomorrow\r\n"), sender=BRIDGE_SENDER,
                      recipient=BRIDGE_RECIPIENT, message_uuid="3f1c7a52-8e2b-4c61-9d3e-5b7a2f4e8c10", now=LATER)
