@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bridge.digitalpost import model as m
 
-# The project's reference folder (MeMo 1.1 XSDs, 1.2 examples), beside the repository.
-MEMO_REFERENCE = Path(os.environ.get("DP2BRIDGE_SHARED",
-                                     Path(__file__).resolve().parents[2].parent / "shared")) / "memo"
+# The reference MeMo 1.1 XSDs and 1.2 examples, copied byte for byte from the project's shared
+# folder (shared/memo/, see PROVENANCE.md there), so a clean clone tests without it.
+MEMO_REFERENCE = Path(__file__).resolve().parents[1] / "data" / "memo"
 EXAMPLES = ("example_v1.2_MeMo_Minimum_Example.xml", "example_v1.2_MeMo_NemSMS.xml")
 
 
