@@ -41,8 +41,10 @@ class SubmissionHandler:
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
         lines = [line for line in responses if line[4:] != "HELP"]
-        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES",   # RFC 2920, RFC 2034
-                  f"250 FUTURERELEASE {MAX_HOLD_SECONDS} {_rfc3339(_now() + dt.timedelta(seconds=MAX_HOLD_SECONDS))}"]
+        lines += ["250-PIPELINING",                               # RFC 2920
+                  f"250-FUTURERELEASE {MAX_HOLD_SECONDS} "            # RFC 4865
+                  f"{_rfc3339(_now() + dt.timedelta(seconds=MAX_HOLD_SECONDS))}",
+                  "250 ENHANCEDSTATUSCODES"]                          # RFC 2034
         return [line.replace("250 ", "250-", 1) if i < len(lines) - 1 else line
                 for i, line in enumerate(lines)]
 
