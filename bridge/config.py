@@ -119,6 +119,16 @@ class DeliverySection:
 
 
 @dataclass(frozen=True)
+class DropFolderSection:
+    # Watch the MeMo drop folders: <base_dir>/<tenant>/incoming/ for each tenant.
+    enabled: bool = True
+    # Directory holding one folder per tenant. Relative to the config file.
+    base_dir: str = "dropfolders"
+    # Seconds between scans of the incoming/ folders.
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True)
 class LoggingSection:
     # Root level: trace (protocol transcripts, AUTH always masked), debug, info, warning, error.
     level: str = "info"
@@ -138,6 +148,7 @@ class Config:
     imap: IMAPSection
     auth: AuthSection
     delivery: DeliverySection
+    dropfolder: DropFolderSection
     logging: LoggingSection
 
     @property
@@ -166,7 +177,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "bridge": BridgeSection, "database": DatabaseSection, "tls": TLSSection,
     "smtp": SMTPSection, "imap": IMAPSection, "auth": AuthSection,
-    "delivery": DeliverySection, "logging": LoggingSection,
+    "delivery": DeliverySection, "dropfolder": DropFolderSection, "logging": LoggingSection,
 }
 
 
@@ -302,6 +313,7 @@ def _check_limits(c: Config, problems: list[str]) -> None:
         "auth.max_failures_per_connection": c.auth.max_failures_per_connection,
         "auth.failure_window": c.auth.failure_window, "delivery.max_attempts": c.delivery.max_attempts,
         "delivery.poll_interval": c.delivery.poll_interval,
+        "dropfolder.poll_interval": c.dropfolder.poll_interval,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -322,6 +334,8 @@ def _check_files(c: Config, problems: list[str]) -> None:
     key = c.resolve(c.tls.key_file)
     if key.is_file() and key.stat().st_mode & 0o077:
         problems.append(f"tls.key_file: {key} is readable by others (hint: chmod 600 {key})")
+    if not c.dropfolder.base_dir.strip():
+        problems.append("dropfolder.base_dir: must name a directory (default \"dropfolders\")")
 
 
 def _check_logging(c: Config, problems: list[str]) -> None:
