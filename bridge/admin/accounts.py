@@ -46,7 +46,7 @@ wherever the main password does, and can be revoked alone.
 def cmd_add(ctx: Context) -> int:
     a = ctx.args
     login = a.login.strip().lower()
-    generated = ctx.admin().add_account(a.login, a.name or "", a.cpr, read_secret(a))
+    generated = ctx.admin().add_account(a.login, a.name or "", a.cpr, read_secret(a), system=a.system)
     text = f"account {login} added"
     if generated:
         text += f"\npassword (shown only now): {generated}"
@@ -119,6 +119,8 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     add.add_argument("login", help="the account's mail address; its domain picks the tenant")
     add.add_argument("--name", help="display name")
     add.add_argument("--cpr", help="10-digit CPR number (citizens only, required for them)")
+    add.add_argument("--system", action="store_true",
+                     help="an account for the tenant's own systems (MeMo drop folder, HTTP API tokens)")
     add.add_argument("--password-stdin", action="store_true", help=STDIN_HELP)
     add.set_defaults(func=cmd_add)
     lst = verbs.add_parser("list", parents=[parents["store"]], help="list accounts",

@@ -125,8 +125,10 @@ class Admin:
     # --- accounts --------------------------------------------------------------------
 
     def add_account(self, login: str, display_name: str, cpr: str | None,
-                    password: str | None) -> str | None:
-        """Create the account; returns a generated password when none was given."""
+                    password: str | None, system: bool = False) -> str | None:
+        """Create the account; returns a generated password when none was given.  A system
+        account (`system`) is how a tenant's own systems submit MeMo messages (drop folder,
+        HTTP API); it belongs to an authority or company."""
         login = check_address(login)
         record = self._tenant_record(login)
         tenant, kind = record["name"], record["kind"]
@@ -137,12 +139,15 @@ class Admin:
                              f"e.g. 0101701234")
         if kind != "citizens" and cpr:
             raise AdminError(f"{login} is staff of a {kind}; only citizens have --cpr")
+        if system and kind == "citizens":
+            raise AdminError("a system account belongs to an authority or a company, not to citizens")
         generated = None
         if password is None:
             generated = password = generate_password()
         check_password(password)
         self.store.add_account(login, tenant, display_name, cpr, hash_password(password),
-                               self._event(tenant, "account.added", login))
+                               self._event(tenant, "account.added", login, **({"role": "system"} if system else {})),
+                               system=system)
         return generated
 
     def set_password(self, login: str, password: str) -> None:

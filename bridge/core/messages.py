@@ -53,6 +53,7 @@ class Job:
     owner_tenant_kind: str
     owner_disabled: bool = False     # the recipient's account was disabled after acceptance
     auth: list[dict[str, Any]] = field(default_factory=list)   # signature results at submission
+    keywords: tuple[str, ...] = ()   # IMAP keywords of the recipient's copy (MeMo: $Mandatory, ...)
 
 
 @dataclass(frozen=True)

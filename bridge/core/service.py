@@ -23,8 +23,8 @@ from bridge.core.mimeinfo import MessageInfo, MimeLimits, analyze
 from bridge.core.throttle import LoginThrottle
 from bridge.crypto.passwords import verify_any
 from bridge.errors import (AuthenticationFailed, AuthorizationIdentityRefused, BareLineEnding,
-                           BridgeError, HeaderFromInvalid, HeaderFromNotAllowed, MessageTooBig,
-                           SenderNotAllowed)
+                           BridgeError, HeaderFromInvalid, HeaderFromNotAllowed, MessageRejected,
+                           MessageTooBig, SenderNotAllowed)
 
 
 # Password checks running at once; each argon2id check holds 19 MiB (crypto/passwords.py).
@@ -133,11 +133,44 @@ class BridgeService:
                                             actor=principal.login, details={"reason": str(exc)[:500]},
                                             **kw))
 
+    # --- MeMo from systems (drop folder, HTTP API) --------------------------------------
+
+    def system_principal(self, tenant: str) -> ids.Principal:
+        """The tenant's system account, for channels its own systems use (NotFound if none)."""
+        return self.store.principal(self.store.system_account(tenant))
+
+    def submit_memo(self, principal: ids.Principal, memo_xml: bytes, ctx: SessionInfo) -> Accepted:
+        """A MeMo (1.1 or 1.2) submitted by a system: validated (MemoInvalid names the element
+        path), addressed by its Recipient (CPR/CVR) under the same rules as SMTP, turned into
+        the mail a reader's client shows (memo.xml kept inside), and accepted as `submit` does.
+        Held until doNotDeliverUntilDate (midnight Danish time).  The same MeMo (messageUUID)
+        from the same account within the dedup window returns the first UUID."""
+        from bridge.digitalpost import parse_memo
+        from bridge.digitalpost.mail import memo_keywords, memo_to_mail
+        msg = parse_memo(memo_xml)
+        header = msg.message_header
+        if header.message_type.upper() == "NEMSMS":
+            raise MessageRejected("NEMSMS", public="NemSMS messages are not delivered by this bridge yet; "
+                                                   "send the message as DIGITALPOST")
+        kind = header.recipient.id_type.strip().lower()
+        if kind not in ("cpr", "cvr"):
+            raise MessageRejected(kind, public=f"the MeMo recipient's idType must be CPR or CVR, "
+                                               f"not {header.recipient.id_type!r}")
+        address = f"{header.recipient.recipient_id.strip()}@{kind}.{self.settings.directory_domain}"
+        target = self.check_rcpt(principal, address, ctx)
+        sender = self.check_mail_from(principal, _memo_sender(principal), ctx)
+        raw = memo_to_mail(msg, memo_xml, from_header=sender, to_header=address,
+                           message_id=f"<{header.message_uuid}@{self.settings.hostname}>",
+                           date=self.clock.now())
+        return self.submit(principal, sender, [(address, target)], raw, ctx, (), _hold_until(header, self.clock.now()),
+                           memo={"messageUUID": header.message_uuid, "memoVersion": msg.memo_version,
+                                 "keywords": memo_keywords(msg)})
+
     # --- submission ----------------------------------------------------------------
 
     def submit(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
                raw: bytes, ctx: SessionInfo, refused: list[tuple[str, str, str]] = (),
-               hold_until: dt.datetime | None = None) -> Accepted:
+               hold_until: dt.datetime | None = None, memo: dict[str, Any] | None = None) -> Accepted:
         """Check the message and accept it durably: blob fsynced, then the message, its delivery
         jobs, its audit events and the receipts owed for them committed in one transaction.
         Only then does this return.  `refused`: (address, status, reason) of recipients refused
@@ -167,7 +200,8 @@ class BridgeService:
                 raise
             if clear is not raw:            # decrypted: what is accepted and delivered
                 raw, info = clear, analyze(clear, self.settings.limits)
-        return self._accept(principal, mail_from, recipients, raw, info, ctx, refused, signatures, hold_until)
+        return self._accept(principal, mail_from, recipients, raw, info, ctx, refused, signatures, hold_until,
+                            memo or {})
 
     def _checked(self, principal: ids.Principal, raw: bytes) -> tuple[bytes, MessageInfo]:
         if len(raw) > self.settings.max_message_size:
@@ -194,7 +228,8 @@ class BridgeService:
 
     def _accept(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
                 raw: bytes, info: MessageInfo, ctx: SessionInfo, refused: Any = (),
-                signatures: list[Any] = (), hold_until: dt.datetime | None = None) -> Accepted:
+                signatures: list[Any] = (), hold_until: dt.datetime | None = None,
+                memo: dict[str, Any] | None = None) -> Accepted:
         submitted = self._event(principal.tenant_name, "submitted", "ok", ctx, actor=principal.login)
         sha = self.blobs.put(raw)
         message_uuid = str(uuid.uuid4())
@@ -205,7 +240,7 @@ class BridgeService:
                          sender_party_id=principal.party_id, from_address=info.from_addrs[0],
                          subject=info.subject, sha256=sha, size=len(raw), internal_date=self.clock.now(),
                          origin=ctx.protocol, session_id=ctx.session_id,
-                         auth=[asdict(r) for r in signatures])
+                         auth=[asdict(r) for r in signatures], memo=memo or {})
         event = self._event(principal.tenant_name, "submit.accepted", "ok", ctx, actor=principal.login,
                             message_uuid=message_uuid,
                             details={"sha256": sha, "size": len(raw), "message_id": sub.message_id,
@@ -224,6 +259,22 @@ class BridgeService:
         if not duplicate:
             self.on_accepted()
         return Accepted(accepted_uuid, duplicate)
+
+
+def _memo_sender(principal: ids.Principal) -> str:
+    """A system's MeMo comes from the tenant's contact point the system account may send as
+    (the first, by address), else from the system account itself."""
+    return min(principal.contact_points) if principal.contact_points else principal.login
+
+
+def _hold_until(header: Any, now: dt.datetime) -> dt.datetime | None:
+    """doNotDeliverUntilDate (a date) as the UTC instant it begins in Denmark, if still ahead."""
+    day = header.do_not_deliver_until_date
+    if day is None:
+        return None
+    from zoneinfo import ZoneInfo
+    start = dt.datetime.combine(day, dt.time(0, 0), tzinfo=ZoneInfo("Europe/Copenhagen"))
+    return start.astimezone(dt.timezone.utc) if start > now else None
 
 
 def mdn_displayed(raw: bytes, info: MessageInfo) -> str | None:

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import (Engine, bindparam, create_engine, event, exists, func, insert, literal, or_,
                         select, update)
@@ -35,6 +35,9 @@ from bridge.core.messages import Filed, Job, Submission
 from bridge.errors import AlreadyExists, NotFound, StorageUnavailable
 from bridge.store import models as m
 from bridge.store.groupcommit import GroupCommitter
+
+if TYPE_CHECKING:
+    from bridge.store.receipts import AuditRef
 
 T = TypeVar("T")
 
@@ -93,7 +96,7 @@ def _job_view_query() -> Any:
         _MSG.c.id, _MSG.c.uuid, _MSG.c.sha256, _MSG.c.from_address, st.c.name, st.c.kind,
         sender.c.login, _PARTY.c.kind, _PARTY.c.identifier,
         owner_a.c.id, owner_a.c.login, owner_cp.c.id, owner_cp.c.address, ot.c.name, ot.c.kind,
-        owner_a.c.disabled, _MSG.c.auth,
+        owner_a.c.disabled, _MSG.c.auth, _MSG.c.memo,
     ).select_from(
         _JOB.join(_MSG, _MSG.c.id == _JOB.c.message_id).join(st, st.c.id == _MSG.c.tenant_id)
         .outerjoin(sender, sender.c.id == _MSG.c.sender_account_id)
@@ -479,6 +482,17 @@ class SqlStore:
             s.flush()
         return party
 
+    def system_account(self, tenant: str) -> int:
+        """The id of the tenant's (first) system account; NotFound when it has none."""
+        with self.ro() as s:
+            found = s.scalar(select(m.Account.id).join(m.Tenant, m.Tenant.id == m.Account.tenant_id).where(
+                m.Tenant.name == tenant, m.Account.role == "system", m.Account.disabled.is_(False))
+                .order_by(m.Account.id).limit(1))
+        if found is None:
+            raise NotFound(f"tenant {tenant!r} has no system account; add one with "
+                           f"`dp2bridge account add system@<its domain> --system`")
+        return found
+
     def read_by_mdn(self, reader_id: int, original_message_id: str) -> str | None:
         from bridge.store.receipts import read_by_mdn
         return read_by_mdn(self, reader_id, original_message_id)
@@ -541,7 +555,7 @@ class SqlStore:
     # --- accounts ----------------------------------------------------------------
 
     def add_account(self, login: str, tenant: str, display_name: str, cpr: str | None,
-                    password_hash: str | None, audit: AuditEvent) -> None:
+                    password_hash: str | None, audit: AuditEvent, system: bool = False) -> None:
         with self.tx() as s:
             t = self._get_tenant(s, tenant)
             self._check_address_free(s, login)
@@ -550,7 +564,7 @@ class SqlStore:
                 if s.scalar(select(m.Account).where(m.Account.party_id == party.id)):
                     raise AlreadyExists("that CPR number already has an account")
             else:
-                party, role = s.get(m.Party, t.party_id), "staff"
+                party, role = s.get(m.Party, t.party_id), "system" if system else "staff"
             a = m.Account(tenant_id=t.id, login=login, party_id=party.id, role=role,
                           display_name=display_name, password_hash=password_hash,
                           created_at=self.clock.now())
@@ -911,7 +925,8 @@ class SqlStore:
         box_id, uid, modseq = self._take_uid(s, owner, job.owner_id, "Sent" if job.kind == "sent" else "INBOX")
         self._run(s, q.insert_entry, {
             "mailbox_id": box_id, "uid": uid, "message_id": job.message_pk, "sha256": sha256,
-            "flags": "\\Seen" if job.kind == "sent" else "", "keywords": "", "modseq": modseq,
+            "flags": "\\Seen" if job.kind == "sent" else "",
+            "keywords": "" if job.kind == "sent" else " ".join(job.keywords), "modseq": modseq,
             "internal_date": now})
         if check_delivered:
             self._mark_delivered(s, job.message_pk)
@@ -1043,7 +1058,8 @@ def _job_row(message_pk: int, kind: str, recipient: str, account_id: int | None,
 def _job_view(row: Any) -> Job:
     (job_id, kind, recipient, token, attempts, account_id, message_pk, message_uuid, sha256, from_address,
      tenant_name, tenant_kind, sender_login, party_kind, party_ident,
-     acct_id, acct_login, cp_id, cp_address, owner_chain, owner_tenant_kind, owner_disabled, auth) = row
+     acct_id, acct_login, cp_id, cp_address, owner_chain, owner_tenant_kind, owner_disabled, auth, memo) = row
+    memo = (json.loads(memo) if isinstance(memo, str) else memo) or {}
     if account_id:
         owner_kind, owner_id, owner_address = "account", acct_id, acct_login
     else:
@@ -1056,7 +1072,8 @@ def _job_view(row: Any) -> Job:
                owner_address=owner_address, owner_chain=owner_chain, owner_tenant_kind=owner_tenant_kind,
                owner_disabled=bool(owner_disabled),
                # a raw driver row: SQLite gives the JSON text, psycopg the decoded value
-               auth=list((json.loads(auth) if isinstance(auth, str) else auth) or []))
+               auth=list((json.loads(auth) if isinstance(auth, str) else auth) or []),
+               keywords=tuple(memo.get("keywords", ())))
 
 
 def _row(obj: Any) -> dict:

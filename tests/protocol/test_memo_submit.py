@@ -1,0 +1,106 @@
+"""A MeMo submitted by a tenant's system (the use case the drop folder and the HTTP API call):
+validated, addressed by CPR under the SMTP rules, delivered as mail Thunderbird shows, keywords
+set, held until doNotDeliverUntilDate.  SQLite and PostgreSQL (the `db` fixture)."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+import subprocess
+import sys
+import uuid as uuidlib
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import icalendar
+import pytest
+
+from bridge.core.service import SessionInfo
+from bridge.digitalpost import MemoInvalid, write_memo
+from tests.conftest import ANNA, RunningBridge
+from tests.helpers.imap import imap_client
+from tests.helpers.memo import full_memo
+from tests.helpers.smtp import wait_for
+
+SYSTEM = "system@kommune.dp2.test"
+CTX = SessionInfo("memo-test", "dropfolder", "local", True)
+
+
+def cli(bridge: RunningBridge, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "bridge.admin.cli", *args, "--config",
+                           str(bridge.app.config.path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def memo_for_anna(**header: object) -> bytes:
+    msg = full_memo()
+    h = msg.message_header
+    recipient = dataclasses.replace(h.recipient, recipient_id="0101701234", id_type="CPR")
+    h = dataclasses.replace(h, recipient=recipient, message_uuid=str(uuidlib.uuid4()),
+                            **{"do_not_deliver_until_date": None, **header})
+    return write_memo(dataclasses.replace(msg, message_header=h), "1.2")
+
+
+@pytest.fixture
+def system(bridge: RunningBridge) -> RunningBridge:
+    cli(bridge, "account", "add", SYSTEM, "--system", "--name", "Sagssystem")
+    cli(bridge, "contact-point", "grant", "jobcenter@kommune.dp2.test", SYSTEM)
+    return bridge
+
+
+def test_a_system_memo_reaches_anna_as_mail_her_client_understands(system: RunningBridge) -> None:
+    service = system.app.service
+    principal = service.system_principal("kommune")
+    accepted = service.submit_memo(principal, memo_for_anna(), CTX)
+    again = service.submit_memo(principal, memo_for_anna(), CTX)
+    assert again.uuid != accepted.uuid                                   # a new messageUUID: a new message
+    wait_for(lambda: len(system.store.mailbox_entries(ANNA)) == 2, timeout=10)
+    c = imap_client(system, ANNA)
+    try:
+        c.select("INBOX")
+        typ, data = c.fetch("1", "(FLAGS BODY.PEEK[])")
+        assert typ == "OK"
+        flags, raw = data[0][0], data[0][1]
+    finally:
+        c.logout()
+    assert b"$Mandatory" in flags and b"$LegalNotice" in flags
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["From"].addresses[0].addr_spec == "jobcenter@kommune.dp2.test"
+    types = [p.get_content_type() for p in msg.walk()]
+    assert "text/calendar" in types and "application/xml" in types
+    calendar = next(p for p in msg.walk() if p.get_content_type() == "text/calendar")
+    parsed = icalendar.Calendar.from_ical(calendar.get_payload(decode=True))
+    assert parsed["METHOD"] == "REQUEST" and any(c.name == "VEVENT" for c in parsed.walk())
+    assert b"0101701234" not in raw.split(b"\r\n\r\n", 1)[0]            # no CPR in Anna's header
+
+
+def test_the_same_memo_twice_is_one_message(system: RunningBridge) -> None:
+    service = system.app.service
+    principal = service.system_principal("kommune")
+    memo = memo_for_anna()
+    first = service.submit_memo(principal, memo, CTX)
+    second = service.submit_memo(principal, memo, CTX)
+    assert second.uuid == first.uuid and second.duplicate
+
+
+def test_invalid_memo_names_the_element_and_stores_nothing(system: RunningBridge) -> None:
+    service = system.app.service
+    bad = memo_for_anna().replace(b"<memo:label>", b"<memo:label>" + b"x" * 300, 1)
+    with pytest.raises(MemoInvalid) as refused:
+        service.submit_memo(service.system_principal("kommune"), bad, CTX)
+    assert any(e.path.endswith("memo:label") for e in refused.value.errors)
+    assert system.store.mailbox_entries(ANNA) == []
+
+
+def test_do_not_deliver_until_date_holds_the_letter(system: RunningBridge) -> None:
+    service = system.app.service
+    later = date.today() + timedelta(days=3)
+    accepted = service.submit_memo(service.system_principal("kommune"),
+                                   memo_for_anna(do_not_deliver_until_date=later), CTX)
+    wait_for(lambda: system.store.mailbox_entries(SYSTEM, "Sent"), timeout=5)
+    assert system.store.mailbox_entries(ANNA) == []
+    accepted_event = [e for e in system.store.audit_events(message_uuid=accepted.uuid)
+                      if e["kind"] == "submit.accepted"][0]
+    midnight = datetime.combine(later, time(0), tzinfo=ZoneInfo("Europe/Copenhagen"))
+    assert accepted_event["details"]["release_at"] == midnight.astimezone(timezone.utc).isoformat()
