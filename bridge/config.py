@@ -129,6 +129,17 @@ class DropFolderSection:
 
 
 @dataclass(frozen=True)
+class APISection:
+    # Serve the HTTP API (POST /v1/messages with MeMo XML, status, evidence; OpenAPI at
+    # /openapi.json) over HTTPS with the [tls] certificate; callers use bearer tokens.
+    enabled: bool = True
+    # Addresses of the HTTPS listeners of the API.
+    listen: tuple[str, ...] = ("127.0.0.1:1443",)
+    # Largest request body accepted, in bytes; larger requests get 413 before they are read.
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class LoggingSection:
     # Root level: trace (protocol transcripts, AUTH always masked), debug, info, warning, error.
     level: str = "info"
@@ -149,6 +160,7 @@ class Config:
     auth: AuthSection
     delivery: DeliverySection
     dropfolder: DropFolderSection
+    api: APISection
     logging: LoggingSection
 
     @property
@@ -177,7 +189,8 @@ class Config:
 SECTIONS: dict[str, type] = {
     "bridge": BridgeSection, "database": DatabaseSection, "tls": TLSSection,
     "smtp": SMTPSection, "imap": IMAPSection, "auth": AuthSection,
-    "delivery": DeliverySection, "dropfolder": DropFolderSection, "logging": LoggingSection,
+    "delivery": DeliverySection, "dropfolder": DropFolderSection, "api": APISection,
+    "logging": LoggingSection,
 }
 
 
@@ -289,8 +302,10 @@ def _check_names(c: Config, problems: list[str]) -> None:
 
 def _check_listeners(c: Config, problems: list[str]) -> None:
     seen: dict[tuple[str, int], str] = {}
-    for section, obj in (("smtp", c.smtp), ("imap", c.imap)):
-        for key in ("listen_starttls", "listen_implicit_tls"):
+    for section, obj, keys in (("smtp", c.smtp, ("listen_starttls", "listen_implicit_tls")),
+                               ("imap", c.imap, ("listen_starttls", "listen_implicit_tls")),
+                               ("api", c.api, ("listen",))):
+        for key in keys:
             for text in getattr(obj, key):
                 try:
                     lst = parse_listen(text)
@@ -314,6 +329,7 @@ def _check_limits(c: Config, problems: list[str]) -> None:
         "auth.failure_window": c.auth.failure_window, "delivery.max_attempts": c.delivery.max_attempts,
         "delivery.poll_interval": c.delivery.poll_interval,
         "dropfolder.poll_interval": c.dropfolder.poll_interval,
+        "api.max_body_bytes": c.api.max_body_bytes,
     }
     for key, value in positive.items():
         if value <= 0:

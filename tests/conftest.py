@@ -86,6 +86,7 @@ def write_config(home: Path, database_url: str | None = None, **sections: dict[s
         "database": {"url": database_url or "sqlite:///bridge.sqlite3"},
         "smtp": {"listen_starttls": ["127.0.0.1:0"], "listen_implicit_tls": ["127.0.0.1:0"]},
         "imap": {"listen_starttls": ["127.0.0.1:0"], "listen_implicit_tls": ["127.0.0.1:0"]},
+        "api": {"listen": ["127.0.0.1:0"]},
         "auth": {"failure_delay": 0.05, "failure_delay_max": 0.2},
         "delivery": {"poll_interval": 0.2},
         "logging": {"level": "debug"},

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from bridge.admin import accounts, certs, contact_points, tenants
 from bridge.admin import audit, consent, trace, verify
 from bridge.admin import pgp
+from bridge.admin import tokens
 from bridge.admin.context import Context
 from bridge.errors import BridgeError, ConfigError
 
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.register(sub, parents)
     consent.register(sub, parents)
     pgp.register(sub, parents)
+    tokens.register(sub, parents)
     return p
 
 

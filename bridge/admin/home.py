@@ -53,6 +53,9 @@ listen_implicit_tls = ["127.0.0.1:{smtps}"]
 listen_starttls = ["127.0.0.1:{imap}"]
 listen_implicit_tls = ["127.0.0.1:{imaps}"]
 
+[api]
+listen = ["127.0.0.1:{api}"]
+
 [logging]
 level = "info"
 """
@@ -110,7 +113,8 @@ def _build_home(home: Path, demo: bool, port_base: int, directory_domain: str, h
                       ["127.0.0.1", "::1"])
     (home / "bridge.toml").write_text(CONFIG_TEMPLATE.format(
         hostname=hostname, directory_domain=directory_domain, smtp=port_base + 587,
-        smtps=port_base + 465, imap=port_base + 143, imaps=port_base + 993), encoding="utf-8")
+        smtps=port_base + 465, imap=port_base + 143, imaps=port_base + 993,
+        api=port_base + 443), encoding="utf-8")
     config = load_config(home / "bridge.toml")
     progress("creating the database")
     store = SqlStore(config.database_url, SystemClock())

@@ -310,3 +310,17 @@ class UserCertificate(Base):
     created_at: Mapped[dt.datetime]
     __table_args__ = (UniqueConstraint("issuer_fingerprint", "serial"),
                       CheckConstraint("source IN ('issued','imported')", name="user_cert_source"))
+
+
+class ApiToken(Base):
+    """A bearer token for the HTTP API (issue 6): `dp2bridge token add LOGIN` prints it once.
+    Only its SHA-256 is stored; revocation sets revoked_at, nothing deletes a row."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)    # SHA-256 hex of the token
+    created_at: Mapped[dt.datetime]
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
