@@ -1,0 +1,221 @@
+"""The MeMo drop folder: a system writes NAME.xml into <home>/dropfolders/<tenant>/incoming/ and
+finds NAME.receipt.xml or NAME.error.xml, and the original, in processed/.
+
+Driven through the real bridge (the drop folder manager is started by the App), as a system
+would: files written under a temporary name and renamed.  The crash test runs the real
+`python -m bridge serve` process, drops 200 files while it is SIGKILLed and restarted twice,
+and checks each was processed exactly once (acceptance point 4 of the MeMo issue).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from bridge.clock import SystemClock
+from bridge.config import Config
+from bridge.digitalpost.dropfolder import NS
+from bridge.store.sql import SqlStore
+from tests.conftest import ANNA, RunningBridge, make_home
+from tests.helpers.memo import example
+from tests.helpers.smtp import wait_for
+from tests.protocol.test_durability import Server, free_ports
+
+SYSTEM = "system@kommune.dp2.test"
+JOBCENTER = "jobcenter@kommune.dp2.test"
+ANNA_CPR = b"0101701234"
+
+
+def memo_for_anna() -> tuple[str, bytes]:
+    """(messageUUID, the 1.2 minimum example addressed to Anna's CPR with a fresh messageUUID)."""
+    memo_uuid = str(uuid.uuid4())
+    data = example("example_v1.2_MeMo_Minimum_Example.xml")
+    data = data.replace(b"<memo:recipientID>2211771212<", b"<memo:recipientID>" + ANNA_CPR + b"<")
+    data = data.replace(b"8C2EA15D-61FB-4BA9-9366-42F8B194C114", memo_uuid.encode())
+    assert ANNA_CPR in data and memo_uuid.encode() in data
+    return memo_uuid, data
+
+
+def add_system_account(config_path: Path) -> None:
+    for args in (("account", "add", SYSTEM, "--system", "--name", "Sagssystem"),
+                 ("contact-point", "grant", JOBCENTER, SYSTEM)):
+        done = subprocess.run([sys.executable, "-m", "bridge.admin.cli", *args, "--config", str(config_path)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def folder(config: Config, tenant: str = "kommune") -> Path:
+    return config.resolve(config.dropfolder.base_dir) / tenant
+
+
+def drop(root: Path, name: str, data: bytes) -> None:
+    """Write as a system should: a temporary name, then a rename into incoming/."""
+    incoming = root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    tmp = incoming / f".{name}.tmp"
+    tmp.write_bytes(data)
+    os.rename(tmp, incoming / name)
+
+
+def result(root: Path, name: str, timeout: float = 15) -> ET.Element:
+    path = wait_for(lambda: next((p for p in (root / "processed" / f"{name}.receipt.xml",
+                                              root / "processed" / f"{name}.error.xml") if p.exists()), None),
+                    timeout=timeout)
+    return ET.parse(path).getroot()
+
+
+def text(el: ET.Element, tag: str) -> str:
+    return el.findtext(f"{{{NS}}}{tag}") or ""
+
+
+@pytest.fixture
+def system(bridge: RunningBridge) -> RunningBridge:
+    add_system_account(bridge.config.path)
+    return bridge
+
+
+def test_a_dropped_memo_gets_a_receipt_and_reaches_annas_inbox(system: RunningBridge) -> None:
+    root = folder(system.config)
+    memo_uuid, data = memo_for_anna()
+    drop(root, "brev.xml", data)
+    receipt = result(root, "brev")
+    assert receipt.tag == f"{{{NS}}}receipt", ET.tostring(receipt)
+    assert text(receipt, "status") == "accepted" and text(receipt, "tenant") == "kommune"
+    message_uuid = text(receipt, "messageUUID")
+    entries = wait_for(lambda: system.store.mailbox_entries(ANNA), timeout=10)
+    assert [e["message_uuid"] for e in entries] == [message_uuid]
+    assert memo_uuid in entries[0]["message_id"]
+    assert (root / "processed" / "brev.xml").read_bytes() == data       # the original, kept
+    assert os.listdir(root / "incoming") == [] and os.listdir(root / "processing") == []
+
+
+def test_the_same_file_dropped_again_is_the_same_message_under_a_new_name(system: RunningBridge) -> None:
+    root = folder(system.config)
+    _, data = memo_for_anna()
+    drop(root, "brev.xml", data)
+    first = result(root, "brev")
+    drop(root, "brev.xml", data)
+    second = result(root, "brev-1")
+    assert text(first, "status") == "accepted" and text(second, "status") == "duplicate"
+    assert text(second, "messageUUID") == text(first, "messageUUID")
+    assert (root / "processed" / "brev.xml").exists() and (root / "processed" / "brev-1.xml").exists()
+    wait_for(lambda: system.store.mailbox_entries(ANNA), timeout=10)
+    time.sleep(0.3)
+    assert len(system.store.mailbox_entries(ANNA)) == 1
+
+
+def test_an_invalid_memo_gets_an_error_file_naming_the_element(system: RunningBridge) -> None:
+    root = folder(system.config)
+    _, data = memo_for_anna()
+    drop(root, "lang.xml", data.replace(b"<memo:label>", b"<memo:label>" + b"x" * 300, 1))
+    drop(root, "skrald.xml", b"\x00not xml at all")
+    error = result(root, "lang")
+    assert error.tag == f"{{{NS}}}error" and text(error, "status") == "refused"
+    paths = [text(p, "path") for p in error.iter(f"{{{NS}}}problem")]
+    assert any(p.endswith("memo:label") for p in paths), ET.tostring(error)
+    messages = {m.get("{http://www.w3.org/XML/1998/namespace}lang") for m in error.iter(f"{{{NS}}}message")}
+    assert messages == {"en", "da"}
+    garbage = result(root, "skrald")
+    assert garbage.tag == f"{{{NS}}}error" and text(garbage, "reason")
+    assert (root / "processed" / "skrald.xml").read_bytes() == b"\x00not xml at all"
+    assert system.store.mailbox_entries(ANNA) == []
+
+
+def test_temporary_and_hidden_names_are_left_alone(system: RunningBridge) -> None:
+    root = folder(system.config)
+    _, data = memo_for_anna()
+    (root / "incoming").mkdir(parents=True, exist_ok=True)
+    for name in (".brev.xml", "brev.xml.part", ".brev.tmp"):
+        (root / "incoming" / name).write_bytes(data)
+    drop(root, "signal.xml", data)                      # processed, so a scan has passed
+    result(root, "signal")
+    assert sorted(os.listdir(root / "incoming")) == [".brev.tmp", ".brev.xml", "brev.xml.part"]
+
+
+# --- acceptance point 4: 200 files, SIGKILL and restart twice -------------------------------
+
+FILES = 200
+KILLS = 2
+
+
+@pytest.fixture
+def crash_home(tmp_path: Path) -> Config:
+    smtp, smtps, imap, imaps = free_ports(4)
+    config = make_home(tmp_path, smtp={"listen_starttls": [f"127.0.0.1:{smtp}"],
+                                       "listen_implicit_tls": [f"127.0.0.1:{smtps}"]},
+                       imap={"listen_starttls": [f"127.0.0.1:{imap}"],
+                             "listen_implicit_tls": [f"127.0.0.1:{imaps}"]},
+                       logging={"level": "info"}, dropfolder={"poll_interval": 0.05})
+    add_system_account(config.path)
+    return config
+
+
+@pytest.fixture
+def server(crash_home: Config, tmp_path: Path) -> Iterator[Server]:
+    srv = Server(crash_home.path, tmp_path / "server.log")
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+def test_200_files_dropped_across_two_sigkills_are_each_processed_once(crash_home: Config,
+                                                                       server: Server) -> None:
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    root = folder(crash_home)
+    memos = {f"brev-{n:03d}.xml": memo_for_anna() for n in range(FILES)}
+    server.start()
+
+    def dropper() -> None:
+        for name, (_, data) in memos.items():
+            drop(root, name, data)
+            time.sleep(rng.uniform(0, 0.02))
+    thread = threading.Thread(target=dropper, name="dropper", daemon=True)
+    thread.start()
+    for _ in range(KILLS):
+        time.sleep(rng.uniform(0.3, 1.2))
+        server.kill()
+        server.start()
+    thread.join(30)
+    where = f"(seed {seed})\n{server.log_tail()}"
+    processed = root / "processed"
+    try:
+        wait_for(lambda: not os.listdir(root / "incoming") and not os.listdir(root / "processing")
+                 and len(list(processed.glob("*.receipt.xml"))) >= FILES, timeout=30)
+    except AssertionError:
+        raise AssertionError(f"incoming {len(os.listdir(root / 'incoming'))}, processing "
+                             f"{os.listdir(root / 'processing')}, receipts "
+                             f"{len(list(processed.glob('*.receipt.xml')))} {where}") from None
+
+    receipts = {p.name[:-len(".receipt.xml")]: ET.parse(p).getroot() for p in processed.glob("*.receipt.xml")}
+    assert sorted(receipts) == sorted(n[:-len(".xml")] for n in memos), where
+    assert not list(processed.glob("*.error.xml")), where
+    assert sorted(p.name for p in processed.glob("*.xml") if p.name.count(".") == 1) == sorted(memos), where
+    for name, (_, data) in memos.items():
+        assert (processed / name).read_bytes() == data, name
+    uuids = {text(r, "messageUUID") for r in receipts.values()}
+    assert len(uuids) == FILES, f"two files got one message, or a file two receipts {where}"
+    statuses = [text(r, "status") for r in receipts.values()]
+    print(f"dropfolder: {server.starts} starts, {statuses.count('duplicate')} receipts written after a "
+          f"crash between acceptance and receipt")
+
+    store = SqlStore(crash_home.database_url, SystemClock())
+    try:
+        entries = wait_for(lambda: (lambda e: e if len(e) >= FILES else None)(store.mailbox_entries(ANNA)),
+                           timeout=20)
+        assert len(entries) == FILES, where
+        assert {e["message_uuid"] for e in entries} == uuids, where
+        assert {e["message_id"] for e in entries} == {f"<{u}@localhost>" for u, _ in memos.values()}, where
+    finally:
+        store.close()
