@@ -12,6 +12,7 @@ progress finish (up to `GRACE` seconds) and closes the sockets.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from bridge.config import Listen
 from bridge.httpapi.app import ApiContext, create_app
 
 GRACE = 5
+log = logging.getLogger("bridge.http")
 
 
 @dataclass
@@ -57,6 +59,7 @@ async def start_api(ctx: ApiContext, listeners: list[Listen], cert_file: str, ke
             server = uvicorn.Server(config)
             server.lifespan = config.lifespan_class(config)
             await server.startup(sockets=[sock])
+            log.info("HTTP API listening on https://%s", Listen(*sock.getsockname()[:2]))
             running.servers.append(server)
             running.tasks.append(asyncio.create_task(server.main_loop()))
     except BaseException:

@@ -52,9 +52,13 @@ def memo_for_anna(recipient: str = "0101701234") -> bytes:
     return write_memo(dataclasses.replace(msg, message_header=h), "1.2")
 
 
+def api_url(bridge: RunningBridge) -> str:
+    return f"https://localhost:{bridge.app.api.bound[0][1]}"
+
+
 def client(bridge: RunningBridge, token: str | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=f"https://localhost:{bridge.port('https-api')}", headers=headers,
+    return httpx.Client(base_url=api_url(bridge), headers=headers,
                         verify=ssl.create_default_context(cafile=bridge.ca_file), timeout=30)
 
 
@@ -184,7 +188,7 @@ def test_openapi_document_passes_schemathesis(sqlite_bridge: RunningBridge) -> N
                                      response_schema_conformance, status_code_conformance)
     cli(sqlite_bridge, "account", "add", SYSTEM, "--system", "--name", "Sagssystem")
     token = add_token(sqlite_bridge, SYSTEM)
-    base = f"https://localhost:{sqlite_bridge.port('https-api')}"
+    base = api_url(sqlite_bridge)
     with client(sqlite_bridge) as c:
         doc = c.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["bearerToken"] == {
