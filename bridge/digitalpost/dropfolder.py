@@ -60,6 +60,8 @@ RESULT_SUFFIXES = (".receipt.xml", ".error.xml")
 # An unexpected error (a bug) is retried this often before the file gets an error file.
 MAX_UNEXPECTED = 5
 RETRY_DELAY_MAX = 60.0
+# Files of one tenant processed at once (each waits mostly on fsync and the database commit).
+CONCURRENCY = 4
 
 REFUSED = ("The MeMo file was not accepted.", "MeMo-filen blev ikke modtaget.")
 UNREADABLE = "the file could not be read (filen kunne ikke læses)"
@@ -126,10 +128,16 @@ class DropFolders:
             principal = await self.run_blocking(self._principal, tenant)
             if principal is None:
                 continue
-            for where, name in candidates:
-                if stopping.is_set():
-                    return
-                await self.run_blocking(self._process, folder, principal, where, name)
+            slots = asyncio.Semaphore(CONCURRENCY)
+
+            async def one(where: Path, name: str) -> None:
+                async with slots:
+                    if not stopping.is_set():
+                        await self.run_blocking(self._process, folder, principal, where, name)
+            outcomes = await asyncio.gather(*(one(w, n) for w, n in candidates), return_exceptions=True)
+            for (where, name), outcome in zip(candidates, outcomes):
+                if isinstance(outcome, Exception):     # e.g. disk full: the file stays, tried again
+                    log.error("%s/%s of tenant %s: %r", where.name, name, tenant, outcome, exc_info=outcome)
 
     # --- finding work -----------------------------------------------------------------
 
@@ -215,7 +223,7 @@ class DropFolders:
         dst = folder.processing / _free_name(folder.processing, name)
         os.rename(where / name, dst)
         _fsync_dir(folder.processing)
-        log.info("claimed %s of tenant %s as processing/%s", name, folder.tenant, dst.name)
+        log.debug("claimed %s of tenant %s as processing/%s", name, folder.tenant, dst.name)
         return dst
 
     def _handle(self, folder: Folder, principal: Any, fd: int, path: Path) -> None:

@@ -114,6 +114,28 @@ def test_the_same_file_dropped_again_is_the_same_message_under_a_new_name(system
     assert len(system.store.mailbox_entries(ANNA)) == 1
 
 
+def test_a_file_left_in_processing_by_a_crash_is_finished_once(system: RunningBridge) -> None:
+    """The states a crash leaves, made by hand: (1) the receipt written, the original not yet
+    moved; (2) the message accepted, no receipt yet.  Neither gives a second message."""
+    root = folder(system.config)
+    _, data = memo_for_anna()
+    drop(root, "brev.xml", data)
+    receipt = ET.tostring(result(root, "brev"))
+    processed, processing = root / "processed", root / "processing"
+    os.rename(processed / "brev.xml", processing / "brev.xml")                    # (1)
+    wait_for(lambda: (processed / "brev.xml").exists(), timeout=10)
+    assert sorted(os.listdir(processed)) == ["brev.receipt.xml", "brev.xml"]
+    assert ET.tostring(ET.parse(processed / "brev.receipt.xml").getroot()) == receipt
+
+    os.rename(processed / "brev.xml", processing / "brev.xml")                    # (2)
+    os.unlink(processed / "brev.receipt.xml")
+    again = result(root, "brev")
+    assert text(again, "status") == "duplicate"
+    assert text(again, "messageUUID") == text(ET.fromstring(receipt), "messageUUID")
+    wait_for(lambda: (processed / "brev.xml").exists() and not os.listdir(processing), timeout=10)
+    assert len(system.store.mailbox_entries(ANNA)) == 1
+
+
 def test_an_invalid_memo_gets_an_error_file_naming_the_element(system: RunningBridge) -> None:
     root = folder(system.config)
     _, data = memo_for_anna()
