@@ -40,6 +40,7 @@ import logging
 import os
 import secrets
 import stat
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ class DropFolders:
         self.run_blocking, self.clock, self.poll_interval = run_blocking, clock, poll_interval
         self._failures: dict[Path, tuple[int, float]] = {}   # processing path -> (count, retry at)
         self._missing_account: set[str] = set()              # tenants already warned about
+        self._locks: dict[str, threading.Lock] = {}          # per tenant: naming in processed/
 
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("watching MeMo drop folders under %s", self.base_dir)
@@ -115,29 +117,33 @@ class DropFolders:
                 pass
 
     async def scan(self, stopping: asyncio.Event) -> None:
-        """One pass: for every tenant, orphans in processing/ first, then incoming/."""
+        """One pass over every tenant's folder."""
         for tenant in await self.run_blocking(self.tenants):
             if stopping.is_set():
                 return
             folder = await self.run_blocking(self._folder, tenant)
-            if folder is None:
-                continue
-            candidates = await self.run_blocking(self._candidates, folder)
-            if not candidates:
-                continue
-            principal = await self.run_blocking(self._principal, tenant)
-            if principal is None:
-                continue
-            slots = asyncio.Semaphore(CONCURRENCY)
+            if folder is not None:
+                await self._scan_folder(folder, stopping)
 
-            async def one(where: Path, name: str) -> None:
-                async with slots:
-                    if not stopping.is_set():
-                        await self.run_blocking(self._process, folder, principal, where, name)
-            outcomes = await asyncio.gather(*(one(w, n) for w, n in candidates), return_exceptions=True)
-            for (where, name), outcome in zip(candidates, outcomes):
-                if isinstance(outcome, Exception):     # e.g. disk full: the file stays, tried again
-                    log.error("%s/%s of tenant %s: %r", where.name, name, tenant, outcome, exc_info=outcome)
+    async def _scan_folder(self, folder: Folder, stopping: asyncio.Event) -> None:
+        """Orphans in processing/ first, then incoming/, up to CONCURRENCY files at once."""
+        candidates = await self.run_blocking(self._candidates, folder)
+        if not candidates:
+            return
+        principal = await self.run_blocking(self._principal, folder.tenant)
+        if principal is None:
+            return
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(where: Path, name: str) -> None:
+            async with slots:
+                if not stopping.is_set():
+                    await self.run_blocking(self._process, folder, principal, where, name)
+        outcomes = await asyncio.gather(*(one(w, n) for w, n in candidates), return_exceptions=True)
+        for (where, name), outcome in zip(candidates, outcomes):
+            if isinstance(outcome, Exception):         # e.g. disk full: the file stays, tried again
+                log.error("%s/%s of tenant %s: %r", where.name, name, folder.tenant, outcome,
+                          exc_info=outcome)
 
     # --- finding work -----------------------------------------------------------------
 
@@ -227,26 +233,37 @@ class DropFolders:
         return dst
 
     def _handle(self, folder: Folder, principal: Any, fd: int, path: Path) -> None:
-        sid = session_id.get()
         try:
             data: bytes | None = _read(fd, self.service.settings.max_message_size) if fd >= 0 else None
         except OSError:
             data = None
         digest = hashlib.sha256(data).hexdigest() if data is not None else ""
-        base, finished = _result_base(folder.processed, path.name, digest)
-        if finished:
-            log.info("%s of tenant %s already has processed/%s; moving the original there",
-                     path.name, folder.tenant, _result_name(finished, base))
-        else:
+        if not self._finish(folder, path, digest, None):
             try:
-                kind, body = self._outcome(folder, principal, path, data, digest, sid)
+                result = self._outcome(folder, principal, path, data, digest, session_id.get())
             except _Retry:
                 return
-            _write_atomic(folder.processed / f"{base}.{kind}.xml", body)
-        os.rename(path, folder.processed / f"{base}.xml")
+            self._finish(folder, path, digest, result)
+        self._failures.pop(path, None)
+
+    def _finish(self, folder: Folder, path: Path, digest: str, result: tuple[str, bytes] | None) -> bool:
+        """Writes `result` ("receipt"|"error", XML) as processed/BASE.KIND.xml, then moves the
+        original to processed/BASE.xml.  When a result was already written for this file (a
+        crash came between the two) only the move is done.  False: `result` is None and there
+        was no such result.  The lock keeps this process's threads from choosing one BASE."""
+        with self._locks.setdefault(folder.tenant, threading.Lock()):
+            base, written = _result_base(folder.processed, path.name, digest)
+            if written:
+                log.info("%s of tenant %s already has processed/%s; moving the original there",
+                         path.name, folder.tenant, _result_name(written, base))
+            elif result is None:
+                return False
+            else:
+                _write_atomic(folder.processed / _result_name(result[0], base), result[1])
+            os.rename(path, folder.processed / f"{base}.xml")
         _fsync_dir(folder.processed)
         _fsync_dir(folder.processing)
-        self._failures.pop(path, None)
+        return True
 
     def _outcome(self, folder: Folder, principal: Any, path: Path, data: bytes | None,
                  digest: str, sid: str) -> tuple[str, bytes]:

@@ -164,6 +164,17 @@ def test_temporary_and_hidden_names_are_left_alone(system: RunningBridge) -> Non
     assert sorted(os.listdir(root / "incoming")) == [".brev.tmp", ".brev.xml", "brev.xml.part"]
 
 
+def test_files_wait_in_incoming_until_the_tenant_has_a_system_account(bridge: RunningBridge) -> None:
+    root = folder(bridge.config)
+    _, data = memo_for_anna()
+    drop(root, "brev.xml", data)
+    wait_for(lambda: (root / "processed").is_dir(), timeout=5)      # the manager has seen the tenant
+    time.sleep(2.5 * bridge.config.dropfolder.poll_interval)
+    assert os.listdir(root / "incoming") == ["brev.xml"] and os.listdir(root / "processed") == []
+    add_system_account(bridge.config.path)
+    assert text(result(root, "brev"), "status") == "accepted"
+
+
 # --- acceptance point 4: 200 files, SIGKILL and restart twice -------------------------------
 
 FILES = 200
