@@ -38,6 +38,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import secrets
 import stat
 import threading
@@ -57,6 +58,7 @@ log = logging.getLogger("bridge.dropfolder")
 
 NS = "urn:dp2bridge:dropfolder:1"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 RESULT_SUFFIXES = (".receipt.xml", ".error.xml")
 # An unexpected error (a bug) is retried this often before the file gets an error file.
 MAX_UNEXPECTED = 5
@@ -76,6 +78,8 @@ class _Retry(Exception):
 
 @dataclass(frozen=True)
 class Folder:
+    """One tenant's drop folder."""
+
     tenant: str
     root: Path
 
@@ -417,8 +421,14 @@ def _fsync_dir(path: Path) -> None:
 
 def _sub(parent: ET.Element, tag: str, text: str | None, attrs: dict[str, str] | None = None) -> ET.Element:
     el = ET.SubElement(parent, f"{{{NS}}}{tag}", attrs or {})
-    el.text = text
+    el.text = None if text is None else _xml_safe(text)
     return el
+
+
+def _xml_safe(text: str) -> str:
+    """`text` with what XML 1.0 cannot hold (controls, undecodable bytes of a file name) as U+FFFD."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return NOT_XML.sub("\ufffd", text)
 
 
 def _serialize(root: ET.Element) -> bytes:

@@ -68,10 +68,13 @@ def drop(root: Path, name: str, data: bytes) -> None:
 
 
 def result(root: Path, name: str, timeout: float = 15) -> ET.Element:
-    path = wait_for(lambda: next((p for p in (root / "processed" / f"{name}.receipt.xml",
-                                              root / "processed" / f"{name}.error.xml") if p.exists()), None),
-                    timeout=timeout)
-    return ET.parse(path).getroot()
+    """processed/NAME.receipt.xml or NAME.error.xml, once the original is in processed/ too."""
+    processed = root / "processed"
+
+    def done() -> Path | None:
+        found = [p for p in (processed / f"{name}.receipt.xml", processed / f"{name}.error.xml") if p.exists()]
+        return found[0] if found and (processed / f"{name}.xml").exists() else None
+    return ET.parse(wait_for(done, timeout=timeout)).getroot()
 
 
 def text(el: ET.Element, tag: str) -> str:
@@ -127,8 +130,8 @@ def test_a_file_left_in_processing_by_a_crash_is_finished_once(system: RunningBr
     assert sorted(os.listdir(processed)) == ["brev.receipt.xml", "brev.xml"]
     assert ET.tostring(ET.parse(processed / "brev.receipt.xml").getroot()) == receipt
 
-    os.rename(processed / "brev.xml", processing / "brev.xml")                    # (2)
-    os.unlink(processed / "brev.receipt.xml")
+    os.unlink(processed / "brev.receipt.xml")                                       # (2)
+    os.rename(processed / "brev.xml", processing / "brev.xml")
     again = result(root, "brev")
     assert text(again, "status") == "duplicate"
     assert text(again, "messageUUID") == text(ET.fromstring(receipt), "messageUUID")
@@ -151,6 +154,15 @@ def test_an_invalid_memo_gets_an_error_file_naming_the_element(system: RunningBr
     assert garbage.tag == f"{{{NS}}}error" and text(garbage, "reason")
     assert (root / "processed" / "skrald.xml").read_bytes() == b"\x00not xml at all"
     assert system.store.mailbox_entries(ANNA) == []
+
+
+def test_a_file_name_xml_cannot_hold_still_gives_a_well_formed_receipt(system: RunningBridge) -> None:
+    root = folder(system.config)
+    name = os.fsdecode(b"br\xffev\x01")                   # not UTF-8, and a control character
+    _, data = memo_for_anna()
+    drop(root, f"{name}.xml", data)
+    receipt = result(root, name)                            # ET.parse: well-formed
+    assert text(receipt, "status") == "accepted" and text(receipt, "file") == "br\ufffdev\ufffd.xml"
 
 
 def test_temporary_and_hidden_names_are_left_alone(system: RunningBridge) -> None:
