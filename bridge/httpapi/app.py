@@ -218,7 +218,9 @@ class RequestSession:
 
         async def tracking_send(message: dict[str, Any]) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                log.debug("%s %s -> %d", scope.get("method"), scope.get("path"), message["status"])
             await send(message)
         try:
             await self.app(scope, receive, tracking_send)
