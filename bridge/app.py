@@ -70,7 +70,9 @@ class App:
         self.stopping = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
         self._receipt_task: asyncio.Task[None] | None = None
+        self._dropfolder_task: asyncio.Task[None] | None = None
         self._signers: dict[str, tuple[Any, str]] = {}
+        self.api: Any = None                      # httpapi.server.ApiServer when [api] is enabled
 
     async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking call for a client session in a thread, with the session's context."""
@@ -117,8 +119,15 @@ class App:
             [(x.host, x.port) for x in listeners["starttls"]],
             [(x.host, x.port) for x in listeners["implicit"]], c.smtp.max_message_size, c.smtp.timeout)
         self.servers += await self._start_imap(c)
+        self.api = await self._start_api(c)
         self._worker_task = asyncio.create_task(self.worker.run(self.stopping))
         self._receipt_task = asyncio.create_task(self.receipts.run(self.stopping))
+        if c.dropfolder.enabled:
+            from bridge.digitalpost.dropfolder import DropFolders
+            folders = DropFolders(self.service, c.resolve(c.dropfolder.base_dir),
+                                  lambda: [t["name"] for t in self.store.tenants() if t["kind"] != "citizens"],
+                                  self.run_blocking, self.clock, c.dropfolder.poll_interval)
+            self._dropfolder_task = asyncio.create_task(folders.run(self.stopping))
 
     def ensure_evidence_keys(self) -> None:
         """Every tenant gets its CA, evidence and bridge certificates (homes made before them)."""
@@ -152,6 +161,16 @@ class App:
                                 ctx.tls_context, [(x.host, x.port) for x in listeners[0]],
                                 [(x.host, x.port) for x in listeners[1]])
 
+    async def _start_api(self, c: Config) -> Any:
+        """The HTTPS API on [api] listen (bridge.httpapi), or None when it is disabled."""
+        if not c.api.enabled or not c.api.listen:
+            return None
+        from bridge.httpapi.app import ApiContext
+        from bridge.httpapi.server import start_api
+        ctx = ApiContext(self.service, self.store, self.blobs, self.run_blocking, c.api.max_body_bytes)
+        return await start_api(ctx, [parse_listen(x) for x in c.api.listen],
+                               str(c.resolve(c.tls.cert_file)), str(c.resolve(c.tls.key_file)))
+
     def bound(self) -> list[tuple[str, str, int]]:
         """(role, host, port) of every listener, in config order."""
         c = self.config
@@ -166,6 +185,8 @@ class App:
 
     async def stop(self) -> None:
         self.stopping.set()
+        if self.api:
+            await self.api.stop()
         for server in self.servers:
             server.close()
         await close_all()
@@ -177,6 +198,8 @@ class App:
             await self._worker_task
         if self._receipt_task:
             await self._receipt_task
+        if self._dropfolder_task:            # its last file still uses run_blocking
+            await self._dropfolder_task
         self.executor.shutdown(wait=True)
         self.delivery_executor.shutdown(wait=True)
         self.store.close()
