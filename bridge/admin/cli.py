@@ -59,6 +59,7 @@ def cmd_init(ctx: Context) -> int:
     print(f"\nSMTP submission: 127.0.0.1:{base + 587} (STARTTLS), 127.0.0.1:{base + 465} (TLS); "
           f"log in with the full address"
           f"\nIMAP: 127.0.0.1:{base + 993} (TLS), 127.0.0.1:{base + 143} (STARTTLS)"
+          f"\nHTTPS API for systems (MeMo): https://127.0.0.1:{base + 443}/openapi.json"
           f"\nServe it with: dp2bridge serve --config {home / 'bridge.toml'}")
     return 0
 
