@@ -181,6 +181,7 @@ class App:
         for role, server in zip(roles, self.servers):
             host, port = server.sockets[0].getsockname()[:2]
             out.append((role, host, port))
+        out += [("https-api", host, port) for host, port in (self.api.bound if self.api else [])]
         return out
 
     async def stop(self) -> None:

@@ -33,7 +33,7 @@ def test_serve_prints_its_listeners_and_stops_on_sigterm(sqlite_home: Config) ->
                 break
         assert lines[-1:] == ["ready"], (lines, proc.stderr.read() if proc.poll() is not None else "")
         roles = [line.split()[1] for line in lines if line.startswith("listening:")]
-        assert roles == ["smtp-starttls", "smtp-implicit-tls", "imap-starttls", "imap-implicit-tls"]
+        assert roles == ["smtp-starttls", "smtp-implicit-tls", "imap-starttls", "imap-implicit-tls", "https-api"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
