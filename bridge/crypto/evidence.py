@@ -30,7 +30,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 from asn1crypto import cms
 from cryptography import x509
@@ -241,12 +241,20 @@ def _ca_cert(key: ec.EllipticCurvePrivateKey, common_name: str,
 def _evidence_cert(public_key: rsa.RSAPublicKey, common_name: str, email: str,
                    ca: x509.Certificate, ca_key: PrivateKey,
                    now: datetime.datetime | None) -> x509.Certificate:
-    start = _start_of_validity(now)
-    end = min(start + EVIDENCE_VALIDITY, ca.not_valid_after_utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     usage = x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
                           data_encipherment=False, key_agreement=False, key_cert_sign=False,
                           crl_sign=False, encipher_only=False, decipher_only=False)
+    return smime_leaf(public_key, common_name, email, ca, ca_key, now, EVIDENCE_VALIDITY, usage)
+
+
+def smime_leaf(public_key: Any, common_name: str, email: str, ca: x509.Certificate, ca_key: PrivateKey,
+               now: datetime.datetime | None, validity: datetime.timedelta,
+               usage: x509.KeyUsage) -> x509.Certificate:
+    """An end-entity S/MIME certificate from the tenant CA: EKU emailProtection, the address
+    as SAN rfc822Name, `usage` as keyUsage, never outliving the CA."""
+    start = _start_of_validity(now)
+    end = min(start + validity, ca.not_valid_after_utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     return (_builder(subject, ca.subject, public_key, start, end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(usage, critical=True)

@@ -43,6 +43,7 @@ from bridge.crypto.certs import (
 )
 from bridge.crypto.evidence import (
     RSA_BITS,
+    smime_leaf,
     PrivateKey,
     _ensure_key,
     _refuse_orphan,
@@ -364,21 +365,10 @@ def ensure_bridge_cert(certs_dir: Path, tenant: str, display_name: str, email: s
 def _bridge_cert(public_key: rsa.RSAPublicKey, common_name: str, email: str,
                  ca: x509.Certificate, ca_key: PrivateKey,
                  now: datetime.datetime | None) -> x509.Certificate:
-    start = _start_of_validity(now)
-    end = min(start + BRIDGE_VALIDITY, ca.not_valid_after_utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
                           data_encipherment=False, key_agreement=False, key_cert_sign=False,
                           crl_sign=False, encipher_only=False, decipher_only=False)
-    return (_builder(subject, ca.subject, public_key, start, end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(usage, critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]),
-                           critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(_authority_key_id(ca), critical=False)
-            .sign(ca_key, _signature_hash(ca_key)))
+    return smime_leaf(public_key, common_name, email, ca, ca_key, now, BRIDGE_VALIDITY, usage)
 
 
 def load_bridge_identity(certs_dir: Path, tenant: str) -> tuple[bytes, bytes]:
