@@ -10,6 +10,7 @@ storage library: the store, blob store and clock arrive as arguments.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import uuid
 from dataclasses import asdict, dataclass, replace
@@ -149,9 +150,6 @@ class BridgeService:
         from bridge.digitalpost.mail import memo_keywords, memo_to_mail
         msg = parse_memo(memo_xml)
         header = msg.message_header
-        if header.message_type.upper() == "NEMSMS":
-            raise MessageRejected("NEMSMS", public="NemSMS messages are not delivered by this bridge yet; "
-                                                   "send the message as DIGITALPOST")
         kind = header.recipient.id_type.strip().lower()
         if kind not in ("cpr", "cvr"):
             raise MessageRejected(kind, public=f"the MeMo recipient's idType must be CPR or CVR, "
@@ -162,15 +160,23 @@ class BridgeService:
         raw = memo_to_mail(msg, memo_xml, from_header=sender, to_header=address,
                            message_id=f"<{header.message_uuid}@{self.settings.hostname}>",
                            date=self.clock.now())
+        # NemSMS: no mailbox copy; the notice goes to the notification channel's outbox.
+        notify = ("nemsms", header.notification or header.label) \
+            if header.message_type.upper() == "NEMSMS" else None
+        if notify:
+            logging.getLogger("bridge.notifications").info(
+                "NemSMS %s for %s handed to the notification outbox", header.message_uuid, address)
         return self.submit(principal, sender, [(address, target)], raw, ctx, (), _hold_until(header, self.clock.now()),
                            memo={"messageUUID": header.message_uuid, "memoVersion": msg.memo_version,
-                                 "keywords": memo_keywords(msg)})
+                                 "keywords": memo_keywords(msg), "messageType": header.message_type},
+                           notify=notify)
 
     # --- submission ----------------------------------------------------------------
 
     def submit(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
                raw: bytes, ctx: SessionInfo, refused: list[tuple[str, str, str]] = (),
-               hold_until: dt.datetime | None = None, memo: dict[str, Any] | None = None) -> Accepted:
+               hold_until: dt.datetime | None = None, memo: dict[str, Any] | None = None,
+               notify: tuple[str, str] | None = None) -> Accepted:
         """Check the message and accept it durably: blob fsynced, then the message, its delivery
         jobs, its audit events and the receipts owed for them committed in one transaction.
         Only then does this return.  `refused`: (address, status, reason) of recipients refused
@@ -201,7 +207,7 @@ class BridgeService:
             if clear is not raw:            # decrypted: what is accepted and delivered
                 raw, info = clear, analyze(clear, self.settings.limits)
         return self._accept(principal, mail_from, recipients, raw, info, ctx, refused, signatures, hold_until,
-                            memo or {})
+                            memo or {}, notify)
 
     def _checked(self, principal: ids.Principal, raw: bytes) -> tuple[bytes, MessageInfo]:
         if len(raw) > self.settings.max_message_size:
@@ -229,7 +235,7 @@ class BridgeService:
     def _accept(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
                 raw: bytes, info: MessageInfo, ctx: SessionInfo, refused: Any = (),
                 signatures: list[Any] = (), hold_until: dt.datetime | None = None,
-                memo: dict[str, Any] | None = None) -> Accepted:
+                memo: dict[str, Any] | None = None, notify: tuple[str, str] | None = None) -> Accepted:
         submitted = self._event(principal.tenant_name, "submitted", "ok", ctx, actor=principal.login)
         sha = self.blobs.put(raw)
         message_uuid = str(uuid.uuid4())
@@ -247,7 +253,8 @@ class BridgeService:
                                      "mail_from": mail_from, "header_from": sub.from_address,
                                      "recipients": [r for r, _ in targets],
                                      **({"signatures": sub.auth} if sub.auth else {}),
-                                     **({"release_at": hold_until.isoformat()} if hold_until else {})})
+                                     **({"release_at": hold_until.isoformat()} if hold_until else {}),
+                                     **({"notify": notify[0]} if notify else {})})
         window = self.settings.dedup_window
         accepted_uuid, duplicate = self.store.accept(
             sub, [t for _, t in targets], [r for r, _ in targets], event, info,
@@ -255,7 +262,7 @@ class BridgeService:
             references=info.in_reply_to + info.references,
             submitted=replace(submitted, message_uuid=message_uuid, details={
                 "size": len(raw), "mail_from": mail_from, "recipients": len(targets) + len(refused)}),
-            refused=list(refused), hold_until=hold_until)
+            refused=list(refused), hold_until=hold_until, notify=notify)
         if not duplicate:
             self.on_accepted()
         return Accepted(accepted_uuid, duplicate)

@@ -324,3 +324,19 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime]
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class Notification(Base):
+    """A notice handed to a notification channel instead of a mailbox (issue 6: a MeMo of
+    messageType NEMSMS).  For now the outbox is this table and the log; a channel that
+    sends them (SMS, push) takes queued rows later (DESIGN.md section 11)."""
+
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)   # the sender's
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))                    # nemsms
+    recipient: Mapped[str] = mapped_column(String(320))                 # address as given
+    text: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="queued")    # queued|sent|failed
+    created_at: Mapped[dt.datetime]

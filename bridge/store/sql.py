@@ -797,12 +797,14 @@ class SqlStore:
     def accept(self, sub: Submission, targets: list[Target], recipients: list[str],
                audit: AuditEvent, info: Any, *, dedup_since: dt.datetime | None = None,
                references: list[str] | None = None, submitted: AuditEvent | None = None,
-               refused: list[tuple[str, str, str]] = (), hold_until: dt.datetime | None = None) -> tuple[str, bool]:
+               refused: list[tuple[str, str, str]] = (), hold_until: dt.datetime | None = None,
+               notify: tuple[str, str] | None = None) -> tuple[str, bool]:
         """The message, its delivery jobs, its audit events (`submitted`, then `audit`) and the
         receipts owed for them (SubmissionAcceptance; SubmissionRejection for each of `refused`,
         the (address, status, reason) of recipients refused in the same transaction), in ONE
         transaction (shared with concurrent acceptances, committed before this returns).  The
-        recipients' jobs are not due before `hold_until`, if given (the Sent copy is).
+        recipients' jobs are not due before `hold_until`, if given (the Sent copy is).  With
+        `notify` (channel, text) the recipients get a notification row instead of a mailbox copy.
         Returns (uuid, duplicate):
         when the same account submitted the same Message-ID since `dedup_since`, nothing is
         stored and the first acceptance's UUID is returned.  The thread is that of the first
@@ -815,7 +817,7 @@ class SqlStore:
                 return earlier, True
             thread = self._thread_of(s, references or [])
             self._accept(s, replace(sub, thread_id=thread) if thread else sub, targets, recipients,
-                         audit, info, submitted, refused, hold_until)
+                         audit, info, submitted, refused, hold_until, notify)
             return sub.uuid, False
         return self._shared(unit)
 
@@ -833,7 +835,8 @@ class SqlStore:
 
     def _accept(self, s: Session, sub: Submission, targets: list[Target], recipients: list[str],
                 audit: AuditEvent, info: Any, submitted: AuditEvent | None = None,
-                refused: Any = (), hold_until: dt.datetime | None = None) -> None:
+                refused: Any = (), hold_until: dt.datetime | None = None,
+                notify: tuple[str, str] | None = None) -> None:
         now = self.clock.now()
         q = self._q
         self._content(s, sub.sha256, info)
@@ -847,10 +850,16 @@ class SqlStore:
         message_pk = cur.lastrowid if q.sqlite else cur.fetchone()[0]
         jobs = [_job_row(message_pk, "inbox", rcpt, target.id if target.kind == "account" else None,
                          target.id if target.kind == "contact_point" else None, now, hold_until)
-                for target, rcpt in zip(targets, recipients)]
+                for target, rcpt in zip(targets, recipients)] if notify is None else []
         jobs.append(_job_row(message_pk, "sent", sub.from_address, sub.sender_account_id, None, now))
         self._run_many(s, q.insert_jobs, jobs)
         from bridge.store.receipts import owe
+        if notify is not None:
+            channel, text = notify
+            for rcpt in recipients:
+                s.execute(insert(m.Notification).values(
+                    tenant_id=sub.tenant_id, message_id=message_pk, channel=channel, recipient=rcpt,
+                    text=text, state="queued", created_at=now))
         if submitted is not None:
             self._audit(s, submitted)
         ref = self._audit_ref(s, audit)

@@ -104,3 +104,29 @@ def test_do_not_deliver_until_date_holds_the_letter(system: RunningBridge) -> No
                       if e["kind"] == "submit.accepted"][0]
     midnight = datetime.combine(later, time(0), tzinfo=ZoneInfo("Europe/Copenhagen"))
     assert accepted_event["details"]["release_at"] == midnight.astimezone(timezone.utc).isoformat()
+
+
+def test_a_nemsms_goes_to_the_notification_outbox_not_a_mailbox(system: RunningBridge) -> None:
+    from sqlalchemy import select
+
+    from bridge.digitalpost import parse_memo
+    from bridge.store import models as m
+    from tests.helpers.memo import example
+    msg = parse_memo(example("example_v1.2_MeMo_NemSMS.xml"))
+    h = msg.message_header
+    h = dataclasses.replace(h, message_uuid=str(uuidlib.uuid4()), do_not_deliver_until_date=None,
+                            recipient=dataclasses.replace(h.recipient, recipient_id="0101701234", id_type="CPR"))
+    service = system.app.service
+    accepted = service.submit_memo(service.system_principal("kommune"),
+                                   write_memo(dataclasses.replace(msg, message_header=h), "1.2"), CTX)
+    wait_for(lambda: system.store.mailbox_entries(SYSTEM, "Sent"), timeout=5)
+    wait_for(lambda: system.store.message(accepted.uuid)["state"] == "delivered", timeout=5)
+    assert system.store.mailbox_entries(ANNA) == []
+    with system.store.ro() as s:
+        rows = s.execute(select(m.Notification.channel, m.Notification.recipient, m.Notification.text)).all()
+    assert rows == [("nemsms", "0101701234@cpr.dp2.test", h.notification or h.label)]
+    # Evidenced like any submission: the acceptance is in the trail and receipted.
+    kinds = [e["kind"] for e in system.store.audit_events(message_uuid=accepted.uuid)]
+    assert "submit.accepted" in kinds
+    wait_for(lambda: any(e["kind"] == "receipt.issued"
+                         for e in system.store.audit_events(message_uuid=accepted.uuid)), timeout=10)
