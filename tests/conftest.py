@@ -230,18 +230,20 @@ class RunningBridge:
             self.loop.close()
 
 
-def start_bridge(config: Config) -> RunningBridge:
+def start_bridge(config: Config, clock: Any = None) -> RunningBridge:
+    """The real App on its own loop thread; `clock` (e.g. clock.FixedClock) replaces the system
+    clock everywhere in it, for tests of what happens at a later date."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="bridge-loop", daemon=True)
     thread.start()
-    app = asyncio.run_coroutine_threadsafe(_make_app(config), loop).result(30)
+    app = asyncio.run_coroutine_threadsafe(_make_app(config, clock), loop).result(30)
     running = RunningBridge(app, config, loop, thread)
     running.call(app.start())
     return running
 
 
-async def _make_app(config: Config) -> App:
-    return App(config)
+async def _make_app(config: Config, clock: Any = None) -> App:
+    return App(config, clock)
 
 
 @pytest.fixture

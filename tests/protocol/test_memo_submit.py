@@ -130,3 +130,32 @@ def test_a_nemsms_goes_to_the_notification_outbox_not_a_mailbox(system: RunningB
     assert "submit.accepted" in kinds
     wait_for(lambda: any(e["kind"] == "receipt.issued"
                          for e in system.store.audit_events(message_uuid=accepted.uuid)), timeout=10)
+
+
+def test_held_until_the_date_then_delivered_once(home, tmp_path) -> None:
+    """Acceptance 6 with an injected clock: invisible before doNotDeliverUntilDate, then once."""
+    from bridge.clock import FixedClock
+    from tests.conftest import start_bridge
+    clock = FixedClock(datetime.now(timezone.utc))
+    bridge = start_bridge(home, clock)
+    try:
+        cli(bridge, "account", "add", SYSTEM, "--system")
+        cli(bridge, "contact-point", "grant", "jobcenter@kommune.dp2.test", SYSTEM)
+        service = bridge.app.service
+        day = (clock.now() + timedelta(days=2)).date()
+        accepted = service.submit_memo(service.system_principal("kommune"),
+                                       memo_for_anna(do_not_deliver_until_date=day), CTX)
+        wait_for(lambda: bridge.store.mailbox_entries(SYSTEM, "Sent"), timeout=5)
+        clock.advance(24 * 3600)                        # the day before: still held
+        bridge.loop.call_soon_threadsafe(bridge.app.worker.wake)
+        wait_for(lambda: bridge.store.pending_jobs() == 1, timeout=5)
+        assert bridge.store.mailbox_entries(ANNA) == []
+        clock.advance(2 * 24 * 3600)                    # past the date: delivered
+        bridge.loop.call_soon_threadsafe(bridge.app.worker.wake)
+        entries = wait_for(lambda: bridge.store.mailbox_entries(ANNA), timeout=5)
+        assert [e["message_uuid"] for e in entries] == [accepted.uuid]
+        bridge.loop.call_soon_threadsafe(bridge.app.worker.wake)
+        wait_for(lambda: bridge.store.pending_jobs() == 0, timeout=5)
+        assert len(bridge.store.mailbox_entries(ANNA)) == 1
+    finally:
+        bridge.stop()
