@@ -159,3 +159,27 @@ def test_held_until_the_date_then_delivered_once(home, tmp_path) -> None:
         assert len(bridge.store.mailbox_entries(ANNA)) == 1
     finally:
         bridge.stop()
+
+
+def test_round_trip_through_a_delivered_copy(system: RunningBridge) -> None:
+    """Acceptance 2: a MeMo with every element -> the copy Anna's client fetches over IMAP ->
+    MeMo again, equal field by field (documents byte-exact)."""
+    from bridge.digitalpost import parse_memo
+    from bridge.digitalpost.mail import mail_to_memo
+    from tests.helpers.memo import differences
+    xml = memo_for_anna()
+    original = parse_memo(xml)
+    service = system.app.service
+    service.submit_memo(service.system_principal("kommune"), xml, CTX)
+    wait_for(lambda: system.store.mailbox_entries(ANNA), timeout=10)
+    c = imap_client(system, ANNA)
+    try:
+        c.select("INBOX")
+        typ, data = c.fetch("1", "(BODY.PEEK[])")
+        assert typ == "OK"
+    finally:
+        c.logout()
+    h = original.message_header
+    again = mail_to_memo(data[0][1], sender=h.sender, recipient=h.recipient, message_uuid=h.message_uuid,
+                         now=datetime.now(timezone.utc))
+    assert differences(original, again) == []
