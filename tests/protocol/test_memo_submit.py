@@ -183,3 +183,32 @@ def test_round_trip_through_a_delivered_copy(system: RunningBridge) -> None:
     again = mail_to_memo(data[0][1], sender=h.sender, recipient=h.recipient, message_uuid=h.message_uuid,
                          now=datetime.now(timezone.utc))
     assert differences(original, again) == []
+
+
+def test_a_pdf_letter_is_a_pdf_attachment_for_the_client(system: RunningBridge) -> None:
+    """Acceptance 3: a PDF MainDocument reaches Anna's client as application/pdf."""
+    from bridge.digitalpost import model as m
+    from tests.helpers.memo import PDF
+    msg = full_memo()
+    body = msg.message_body
+    letter = dataclasses.replace(body.main_document, files=(
+        m.File(encoding_format="application/pdf", filename="afgoerelse.pdf", language="da", content=PDF),))
+    msg = dataclasses.replace(msg, message_body=dataclasses.replace(body, main_document=letter))
+    h = dataclasses.replace(msg.message_header, message_uuid=str(uuidlib.uuid4()), do_not_deliver_until_date=None,
+                            recipient=dataclasses.replace(msg.message_header.recipient, recipient_id="0101701234",
+                                                          id_type="CPR"))
+    xml = write_memo(dataclasses.replace(msg, message_header=h), "1.2")
+    service = system.app.service
+    service.submit_memo(service.system_principal("kommune"), xml, CTX)
+    wait_for(lambda: system.store.mailbox_entries(ANNA), timeout=10)
+    c = imap_client(system, ANNA)
+    try:
+        c.select("INBOX")
+        typ, data = c.fetch("1", "(BODY.PEEK[])")
+        assert typ == "OK"
+    finally:
+        c.logout()
+    parsed = email.message_from_bytes(data[0][1], policy=email.policy.default)
+    pdfs = [p for p in parsed.walk() if p.get_content_type() == "application/pdf"
+            and p.get_filename() == "afgoerelse.pdf"]
+    assert len(pdfs) == 1 and pdfs[0].get_payload(decode=True) == PDF
