@@ -324,14 +324,10 @@ def _verify(data: bytes, signature_der: bytes, trust_pems: list[bytes],
 
 
 def _signed_data(signature_der: bytes) -> cms.SignedData:
-    info = cms.ContentInfo.load(signature_der, strict=True)
-    if info["content_type"].native != "signed_data":
-        raise SignatureInvalid("the file is not a CMS signature (no SignedData)",
-                               "filen er ikke en CMS-signatur (ingen SignedData)")
-    signed = info["content"]
-    if signed["encap_content_info"]["content_type"].native != "data":
-        raise SignatureInvalid("the signature is not over plain data (eContentType is not id-data)",
-                               "signaturen dækker ikke almindelige data (eContentType er ikke id-data)")
+    """The detached SignedData of `signature_der` (crypto/_cms.py reads it; it uses this
+    module's checks, hence the import here)."""
+    from bridge.crypto._cms import signed_data
+    signed = signed_data(signature_der)
     if signed["encap_content_info"]["content"].native is not None:
         raise SignatureInvalid("the signature is not detached: it carries its own content",
                                "signaturen er ikke adskilt: den indeholder selv indholdet")
