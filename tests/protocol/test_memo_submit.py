@@ -42,6 +42,18 @@ def memo_for_anna(**header: object) -> bytes:
     return write_memo(dataclasses.replace(msg, message_header=h), "1.2")
 
 
+def first_in_inbox(bridge: RunningBridge, items: str = "(BODY.PEEK[])") -> list:
+    """FETCH of the first message in Anna's INBOX, as her client sees it."""
+    c = imap_client(bridge, ANNA)
+    try:
+        c.select("INBOX")
+        typ, data = c.fetch("1", items)
+        assert typ == "OK"
+        return data
+    finally:
+        c.logout()
+
+
 @pytest.fixture
 def system(bridge: RunningBridge) -> RunningBridge:
     cli(bridge, "account", "add", SYSTEM, "--system", "--name", "Sagssystem")
@@ -56,14 +68,8 @@ def test_a_system_memo_reaches_anna_as_mail_her_client_understands(system: Runni
     again = service.submit_memo(principal, memo_for_anna(), CTX)
     assert again.uuid != accepted.uuid                                   # a new messageUUID: a new message
     wait_for(lambda: len(system.store.mailbox_entries(ANNA)) == 2, timeout=10)
-    c = imap_client(system, ANNA)
-    try:
-        c.select("INBOX")
-        typ, data = c.fetch("1", "(FLAGS BODY.PEEK[])")
-        assert typ == "OK"
-        flags, raw = data[0][0], data[0][1]
-    finally:
-        c.logout()
+    data = first_in_inbox(system, "(FLAGS BODY.PEEK[])")
+    flags, raw = data[0][0], data[0][1]
     assert b"$Mandatory" in flags and b"$LegalNotice" in flags
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert msg["From"].addresses[0].addr_spec == "jobcenter@kommune.dp2.test"
@@ -172,13 +178,7 @@ def test_round_trip_through_a_delivered_copy(system: RunningBridge) -> None:
     service = system.app.service
     service.submit_memo(service.system_principal("kommune"), xml, CTX)
     wait_for(lambda: system.store.mailbox_entries(ANNA), timeout=10)
-    c = imap_client(system, ANNA)
-    try:
-        c.select("INBOX")
-        typ, data = c.fetch("1", "(BODY.PEEK[])")
-        assert typ == "OK"
-    finally:
-        c.logout()
+    data = first_in_inbox(system)
     h = original.message_header
     again = mail_to_memo(data[0][1], sender=h.sender, recipient=h.recipient, message_uuid=h.message_uuid,
                          now=datetime.now(timezone.utc))
@@ -201,13 +201,7 @@ def test_a_pdf_letter_is_a_pdf_attachment_for_the_client(system: RunningBridge) 
     service = system.app.service
     service.submit_memo(service.system_principal("kommune"), xml, CTX)
     wait_for(lambda: system.store.mailbox_entries(ANNA), timeout=10)
-    c = imap_client(system, ANNA)
-    try:
-        c.select("INBOX")
-        typ, data = c.fetch("1", "(BODY.PEEK[])")
-        assert typ == "OK"
-    finally:
-        c.logout()
+    data = first_in_inbox(system)
     parsed = email.message_from_bytes(data[0][1], policy=email.policy.default)
     pdfs = [p for p in parsed.walk() if p.get_content_type() == "application/pdf"
             and p.get_filename() == "afgoerelse.pdf"]
