@@ -14,22 +14,20 @@ document used, and says what is wrong in English and in Danish.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import functools
 import re
 import threading
-import types
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from lxml import etree
 
 from bridge.digitalpost.model import MEMO_NS, NSMAP, Message
+from bridge.digitalpost.values import UUID4_PATTERN, fields, parse_value, value_text
 from bridge.errors import BridgeError
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
@@ -262,7 +260,6 @@ def _schema_errors(root: etree._Element, rules: str) -> list[ValidationError]:
 
 
 _CLARK = re.compile(r"\{([a-z]+:[^}]*)\}")
-_UUID_PATTERN = "[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-4[a-fA-F0-9]{3}-[aAbB89][a-fA-F0-9]{3}-[a-fA-F0-9]{12}"
 
 
 def _short(text: str) -> str:
@@ -283,7 +280,7 @@ def _explain(entry: Any) -> ValidationError:
         en = f"too long: {m[1]} characters, at most {m[2]} allowed"
         da = f"for lang: {m[1]} tegn, højst {m[2]} tilladt"
     elif m := re.search(r"The value '(.*)' is not accepted by the pattern '(.*)'", detail, re.S):
-        if m[2] == _UUID_PATTERN:
+        if m[2] == UUID4_PATTERN:
             en, da = f"not a version 4 UUID: '{m[1]}'", f"ikke et UUID af version 4: '{m[1]}'"
         elif m[2] == ".+Z":
             en = f"date-time must be in UTC with a trailing 'Z': '{m[1]}'"
@@ -313,35 +310,6 @@ def _explain(entry: Any) -> ValidationError:
 
 # --- XML -> model ------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    tag: str | None        # element, Clark notation
-    attr: str | None       # attribute name
-    kind: str              # "one", "opt", "many"
-    type: Any
-    since: str | None
-    v11_default: Any
-
-
-@functools.cache
-def _fields(cls: type) -> tuple[_Field, ...]:
-    hints = get_type_hints(cls)
-    result = []
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        origin = get_origin(hint)
-        if origin is tuple:
-            kind, typ = "many", get_args(hint)[0]
-        elif origin in (Union, types.UnionType):
-            kind, typ = "opt", next(a for a in get_args(hint) if a is not type(None))
-        else:
-            kind, typ = "one", hint
-        result.append(_Field(f.name, f.metadata.get("xml"), f.metadata.get("xml_attr"), kind, typ,
-                             f.metadata.get("since"), f.metadata.get("v11_default")))
-    return tuple(result)
-
-
 def _child_path(path: str, tag: str, index: int, count: int) -> str:
     step = _short(tag)
     return f"{path}/{step}[{index}]" if count > 1 else f"{path}/{step}"
@@ -350,7 +318,7 @@ def _child_path(path: str, tag: str, index: int, count: int) -> str:
 def _read(cls: type, element: etree._Element, path: str) -> Any:
     children = [c for c in element if isinstance(c.tag, str)]
     values: dict[str, Any] = {}
-    for f in _fields(cls):
+    for f in fields(cls):
         if f.attr is not None:
             if element.get(f.attr) is not None:
                 values[f.name] = element.get(f.attr)
@@ -374,54 +342,18 @@ def _read_value(typ: Any, element: etree._Element, path: str) -> Any:
     # A leaf: its text, ignoring any comments inside it.
     text = (element.text or "") + "".join(c.tail or "" for c in element)
     try:
-        if typ is str:
-            return text
-        if typ is bool:
-            return text.strip() in ("true", "1")
-        if typ is int:
-            return int(text.strip())
-        if typ is bytes:
-            return base64.b64decode("".join(text.split()), validate=True)
-        if typ is datetime:
-            return _parse_datetime(text.strip())
-        if typ is date:
-            return _parse_date(text.strip())
-    except (ValueError, binascii.Error) as exc:
+        return parse_value(typ, text)
+    except ValueError as exc:                 # binascii.Error is a ValueError
         raise MemoInvalid([ValidationError(path, f"unusable value: {exc}",
                                            f"værdien kan ikke bruges: {text.strip()!r}",
                                            element.sourceline)]) from None
-    raise TypeError(f"no XML mapping for {typ!r}")
-
-
-_DATETIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?Z")
-_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d)(?:Z|[+-]\d\d:\d\d)?")
-
-
-def _parse_datetime(text: str) -> datetime:
-    """A memoDateTimeType value ("2024-05-03T12:00:00Z") as an aware UTC datetime."""
-    m = _DATETIME.fullmatch(text)
-    if not m:
-        raise ValueError(f"not a UTC date-time ending in Z: {text!r}")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    micro = int((m[7] or "0")[:6].ljust(6, "0"))
-    if hour == 24 and minute == second == micro == 0:  # xs:dateTime allows 24:00:00, the next day
-        return datetime(year, month, day, tzinfo=timezone.utc) + timedelta(days=1)
-    return datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone.utc)
-
-
-def _parse_date(text: str) -> date:
-    """An xs:date value; a time zone on it, if any, is dropped."""
-    m = _DATE.fullmatch(text)
-    if not m:
-        raise ValueError(f"not a date: {text!r}")
-    return date(int(m[1]), int(m[2]), int(m[3]))
 
 
 # --- model -> XML ------------------------------------------------------------------------------------
 
 def _write_children(obj: Any, element: etree._Element, path: str, rules: str,
                     errors: list[ValidationError]) -> None:
-    for f in _fields(type(obj)):
+    for f in fields(type(obj)):
         if f.attr is not None or (f.since == "1.2" and rules == "1.1"):
             continue
         value = getattr(obj, f.name)
@@ -457,21 +389,15 @@ def _type_error(path: str, typ: Any, value: Any) -> ValidationError:
 
 
 def _text(typ: Any, value: Any) -> str:
-    if typ is bool and isinstance(value, bool):
-        return "true" if value else "false"
-    if typ is int and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if typ is bytes and isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(value).decode("ascii")
-    if typ is datetime and isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("date-time without a time zone; use an aware datetime")
-        utc = value.astimezone(timezone.utc)
-        fraction = f".{utc.microsecond:06d}".rstrip("0") if utc.microsecond else ""
-        return utc.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
-    if typ is date and isinstance(value, date) and not isinstance(value, datetime):
-        return value.isoformat()
+    """`value` as element text, when it is of the field's type `typ` (TypeError if not)."""
     if typ is str and isinstance(value, str):
         etree.Element("x").text = value  # raises ValueError for characters XML cannot carry
         return value
+    fits = {bool: isinstance(value, bool),
+            int: isinstance(value, int) and not isinstance(value, bool),
+            bytes: isinstance(value, (bytes, bytearray)),
+            datetime: isinstance(value, datetime),
+            date: isinstance(value, date) and not isinstance(value, datetime)}
+    if fits.get(typ, False):
+        return value_text(value)              # ValueError for a datetime without a time zone
     raise TypeError(f"expected {typ.__name__}, got {type(value).__name__}")
