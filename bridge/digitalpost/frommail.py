@@ -64,6 +64,7 @@ class _ReadMail:
     events: list[CalendarEvent] = field(default_factory=list)
     thread: list[str] = field(default_factory=list)
     memo_fields: list[tuple[str, str]] = field(default_factory=list)
+    message_uuids: Mapping[str, str] = field(default_factory=dict)   # msg-id -> stored UUID
 
 
 def _leaves(part: EmailMessage) -> list[EmailMessage]:
@@ -177,6 +178,13 @@ def _uuid_for(ident: str) -> str:
     return str(uuid.UUID(bytes=uuid.uuid5(uuid.NAMESPACE_URL, f"mid:{ident}").bytes, version=4))
 
 
+def _reply_data(mail: _ReadMail) -> tuple[m.ReplyData, ...]:
+    """The mail's thread as ReplyData: messageID = the msg-id, messageUUID = the stored message's
+    UUID when `mail.message_uuids` knows the id, else the UUID in it or one derived from it."""
+    return tuple(m.ReplyData(message_id=mid, message_uuid=mail.message_uuids.get(mid) or _uuid_for(mid))
+                 for mid in mail.thread)
+
+
 def _first_line(mail: _ReadMail) -> str | None:
     text = mail.plain
     if text is None and mail.html is not None:
@@ -271,8 +279,7 @@ def _from_mail(mail: _ReadMail, *, sender: m.Sender, recipient: m.Recipient, mes
         label=_shorten(mail.subject, LABEL_MAX) if mail.subject else NO_SUBJECT,
         notification=_first_line(mail), reply_by_date_time=mail.reply_by,
         sender=sender, recipient=recipient,
-        reply_data=tuple(m.ReplyData(message_id=mid, message_uuid=_uuid_for(mid))
-                         for mid in mail.thread))
+        reply_data=_reply_data(mail))
     msg = m.Message(message_header=header, message_body=body)
     return apply_memo_fields(msg, mail.memo_fields)
 
@@ -294,8 +301,7 @@ def _from_memo_part(mail: _ReadMail, base: m.Message, *, sender: m.Sender, recip
     header = dataclasses.replace(base.message_header, message_uuid=message_uuid, sender=sender,
                                  recipient=recipient)
     if not header.reply_data and mail.thread:
-        header = dataclasses.replace(header, reply_data=tuple(
-            m.ReplyData(message_id=mid, message_uuid=_uuid_for(mid)) for mid in mail.thread))
+        header = dataclasses.replace(header, reply_data=_reply_data(mail))
     known = _known_contents(base)
     extra = [a for a in mail.attachments if a.data not in known]
     body = base.message_body
@@ -315,7 +321,7 @@ def _from_memo_part(mail: _ReadMail, base: m.Message, *, sender: m.Sender, recip
 
 
 def mail_to_memo(raw: bytes, *, sender: m.Sender, recipient: m.Recipient, message_uuid: str,
-                 now: dt.datetime) -> m.Message:
+                 now: dt.datetime, message_uuids: Mapping[str, str] | None = None) -> m.Message:
     """The MeMo for a submitted mail `raw`; it validates (`write_memo` accepts it).
 
     Without a memo.xml part: label = Subject (at most 256 characters, "…" when cut), notification
@@ -324,7 +330,9 @@ def mail_to_memo(raw: bytes, *, sender: m.Sender, recipient: m.Recipient, messag
     invitations as Reservation actions, attachments = AdditionalDocuments (encodingFormat = the
     media type; parts marked X-MeMo-Document keep their document grouping, kind, id and label),
     In-Reply-To/References = ReplyData (messageID = the msg-id, messageUUID = the UUID in it or
-    one derived from it), Reply-By = replyByDateTime, then every X-MeMo-* field in its place.
+    one derived from it; `message_uuids`, Message-ID -> UUID of messages the caller has stored,
+    gives the stored message's UUID instead), Reply-By = replyByDateTime, then every X-MeMo-*
+    field in its place.
 
     With a memo.xml part (a MeMo the bridge delivered, or one a system attached) and no Subject
     or a Subject equal to that MeMo's label (white space aside), that MeMo's fields win: the
@@ -338,6 +346,7 @@ def mail_to_memo(raw: bytes, *, sender: m.Sender, recipient: m.Recipient, messag
     an X-MeMo-* value is not usable, or when the result does not validate.
     """
     mail = _read_mail(raw)
+    mail.message_uuids = message_uuids or {}
     base = parse_memo(mail.memo_xml) if mail.memo_xml is not None else None
     if base is not None and mail.subject and mail.subject.split() != clean(
             base.message_header.label).split():

@@ -209,23 +209,32 @@ def _document_parts(msg: m.Message) -> list[MIMEPart]:
     return parts
 
 
-def _thread_ids(msg: m.Message) -> list[str]:
-    """Message-IDs named by ReplyData.messageID values that are in msg-id form, in order."""
-    ids = []
+def _thread_ids(msg: m.Message, message_ids: Mapping[str, str]) -> list[str]:
+    """The Message-IDs of the ReplyData, in order: its messageID when that is in msg-id form,
+    else the Message-ID `message_ids` gives for its messageUUID, if any."""
+    ids: list[str] = []
     for reply in msg.message_header.reply_data:
-        if reply.message_id and MSG_ID.fullmatch(reply.message_id.strip()):
-            ids.append(reply.message_id.strip())
+        given = (reply.message_id or "").strip()
+        if not MSG_ID.fullmatch(given):
+            given = message_ids.get(reply.message_uuid, "").strip()
+        if MSG_ID.fullmatch(given):
+            ids.append(given)
     return ids
 
 
 def memo_to_mail(msg: m.Message, memo_xml: bytes, *, from_header: str, to_header: str,
-                 message_id: str, date: dt.datetime) -> bytes:
+                 message_id: str, date: dt.datetime,
+                 message_ids: Mapping[str, str] | None = None) -> bytes:
     """The RFC 5322 message a reader's client gets for `msg` (see the module docstring).
 
     `from_header`/`to_header` are used as given (the caller masks the parties; note that memo.xml
     carries Sender and Recipient as they are); `memo_xml` (the MeMo as received, or
     `write_memo(msg)`) is attached unchanged as memo.xml; `date` (aware) is the Date field and
     the calendar DTSTAMP.  The caller sets the IMAP keywords `memo_keywords(msg)`.
+
+    In-Reply-To/References name the ReplyData's messages (the first ReplyData is the parent):
+    a ReplyData's messageID when it is a msg-id ("<...>"), else `message_ids[messageUUID]`
+    (messageUUID -> Message-ID of messages the caller has stored), else nothing.
     """
     header = msg.message_header
     from_addr = _address(from_header)
@@ -236,7 +245,7 @@ def memo_to_mail(msg: m.Message, memo_xml: bytes, *, from_header: str, to_header
     root["Subject"] = clean(header.label)
     root["Date"] = format_datetime(date.astimezone(dt.timezone.utc))
     root["Message-ID"] = message_id
-    thread = _thread_ids(msg)
+    thread = _thread_ids(msg, message_ids or {})
     if thread:  # the first ReplyData is the parent; References ends with it (RFC 5322 3.6.4)
         root["In-Reply-To"] = thread[0]
         root["References"] = " ".join(thread[1:] + thread[:1])

@@ -423,3 +423,84 @@ def test_invalid_memo_part_is_refused_with_its_path() -> None:
         mail_to_memo(mail.as_bytes(), sender=BRIDGE_SENDER, recipient=BRIDGE_RECIPIENT,
                      message_uuid="3f1c7a52-8e2b-4c61-9d3e-5b7a2f4e8c10", now=LATER)
     assert refused.value.errors[0].path == "/memo:Message/memo:MessageHeader/memo:messageUUID"
+
+
+# --- stored messages: messageUUID <-> Message-ID maps given by the caller ----------------------
+
+def memo_part(mail: EmailMessage) -> bytes:
+    (part,) = [p for p in leaves(mail) if p.get_filename() == "memo.xml"]
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload
+
+
+def test_reply_data_uuids_of_stored_messages_give_the_thread() -> None:
+    original = full_memo()                      # two ReplyData, messageID "MSG-1", "MSG-2"
+    first, second = original.message_header.reply_data
+    memo_xml = write_memo(original)
+    plain = parsed(render(original, memo_xml))
+    assert plain["In-Reply-To"] is None and plain["References"] is None   # "MSG-n" is no msg-id
+
+    stored = {first.message_uuid: "<stored-1@kommune.dp2.test>",
+              second.message_uuid: "<stored-2@kommune.dp2.test>", "unrelated": "<x@y>"}
+    raw = memo_to_mail(original, memo_xml, from_header=FROM, to_header=TO,
+                       message_id="<r1@kommune.dp2.test>", date=DATE, message_ids=stored)
+    mail = parsed(raw)
+    assert mail["In-Reply-To"] == "<stored-1@kommune.dp2.test>"          # the first is the parent
+    assert mail["References"] == "<stored-2@kommune.dp2.test> <stored-1@kommune.dp2.test>"
+    assert memo_part(mail) == memo_xml                                     # memo.xml unchanged
+    assert back(raw, original) == original
+
+
+def test_a_reply_data_message_id_in_msg_id_form_wins_over_the_map() -> None:
+    original = full_memo()
+    first, second = original.message_header.reply_data
+    replies = (dataclasses.replace(first, message_id=None),
+               dataclasses.replace(second, message_id="<own@kommune.dp2.test>"))
+    msg = dataclasses.replace(original, message_header=dataclasses.replace(
+        original.message_header, reply_data=replies))
+    without = parsed(render(msg))
+    assert without["In-Reply-To"] == "<own@kommune.dp2.test>"
+    assert without["References"] == "<own@kommune.dp2.test>"
+    raw = memo_to_mail(msg, write_memo(msg), from_header=FROM, to_header=TO,
+                       message_id="<r1@kommune.dp2.test>", date=DATE,
+                       message_ids={first.message_uuid: "<stored-1@kommune.dp2.test>",
+                                    second.message_uuid: "<stored-2@kommune.dp2.test>"})
+    mail = parsed(raw)
+    assert mail["In-Reply-To"] == "<stored-1@kommune.dp2.test>"
+    assert mail["References"] == "<own@kommune.dp2.test> <stored-1@kommune.dp2.test>"
+
+
+def test_thread_message_ids_of_stored_messages_give_their_uuids() -> None:
+    stored_uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    kwargs = dict(sender=BRIDGE_SENDER, recipient=BRIDGE_RECIPIENT,
+                  message_uuid="3f1c7a52-8e2b-4c61-9d3e-5b7a2f4e8c10", now=LATER)
+    before = mail_to_memo(plain_mail(), **kwargs).message_header.reply_data
+    assert [(r.message_id, r.message_uuid) for r in before] == [
+        ("<8c2ea15d-61fb-4ba9-9366-42f8b194c114@kommune.dp2.test>", "8c2ea15d-61fb-4ba9-9366-42f8b194c114"),
+        ("<first@kommune.dp2.test>", before[1].message_uuid)]
+    assert before[1].message_uuid != stored_uuid                            # derived from the id
+
+    mapped = mail_to_memo(plain_mail(), **kwargs, message_uuids={
+        "<first@kommune.dp2.test>": stored_uuid, "<other@x>": "7c9e6679-7425-40de-944b-e07fc1f90ae7"})
+    after = mapped.message_header.reply_data
+    assert [(r.message_id, r.message_uuid) for r in after] == [
+        ("<8c2ea15d-61fb-4ba9-9366-42f8b194c114@kommune.dp2.test>", "8c2ea15d-61fb-4ba9-9366-42f8b194c114"),
+        ("<first@kommune.dp2.test>", stored_uuid)]
+    assert validate(write_memo(mapped)) == []
+
+
+def test_stored_uuids_also_fill_the_thread_of_a_rendered_memo_without_reply_data() -> None:
+    original = full_memo()
+    msg = dataclasses.replace(original, message_header=dataclasses.replace(
+        original.message_header, reply_data=()))
+    mail = parsed(render(msg))
+    del mail["In-Reply-To"]
+    mail["In-Reply-To"] = "<parent@kommune.dp2.test>"
+    stored_uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    header = msg.message_header
+    result = mail_to_memo(mail.as_bytes(policy=policy.SMTP), sender=header.sender,
+                          recipient=header.recipient, message_uuid=header.message_uuid, now=LATER,
+                          message_uuids={"<parent@kommune.dp2.test>": stored_uuid})
+    assert [(r.message_id, r.message_uuid) for r in result.message_header.reply_data] == [
+        ("<parent@kommune.dp2.test>", stored_uuid)]
