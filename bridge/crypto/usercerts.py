@@ -97,6 +97,11 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+def subject_rfc4514(der: bytes) -> str:
+    """The subject of the DER certificate `der` as an RFC 4514 string (e.g. "CN=Anna Ærø")."""
+    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+
+
 def normalise_serial(text: str) -> str:
     """A serial as an admin types it ("1A:2B", "0x1a2b", "001A2B") in `serial_hex` form.
 
@@ -116,7 +121,7 @@ def issue_user_cert(certs_dir: Path, tenant: str, login: str, display_name: str,
     RSA 3072 (default) gets keyUsage digitalSignature + keyEncipherment; P-256
     gets digitalSignature + keyAgreement, the EC counterpart (an EC key cannot
     encipher keys; the bridge encrypts to RSA certificates only).  EKU
-    emailProtection, SAN rfc822Name = login, CN = display name, 159-bit random
+    emailProtection and clientAuth (for the HTTPS API), SAN rfc822Name = login, CN = display name, 159-bit random
     serial, validity `days` (cut short where the CA ends earlier).
 
     :raises FileNotFoundError: when the tenant CA (ca.pem, ca.key) does not exist.
@@ -143,8 +148,10 @@ def issue_user_cert(certs_dir: Path, tenant: str, login: str, display_name: str,
     cert = (_builder(subject, ca.subject, key.public_key(), start, end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(usage, critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]),
-                           critical=False)
+            # clientAuth too, as OCES/MitID personal certificates have: OpenSSL refuses a TLS
+            # client certificate whose extendedKeyUsage lacks it (the HTTPS API's mutual TLS).
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             # RFC 8550 §3: the address goes in subjectAltName rfc822Name.
             .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(login)]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),

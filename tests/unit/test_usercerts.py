@@ -61,7 +61,7 @@ def test_issued_p12_imports_and_verifies_against_the_tenant_ca(certs: Path, anna
     leaf = extract(anna.p12, tmp_path, "-clcerts", "-nokeys")
     (tmp_path / "anna.pem").write_text(leaf)
     ca = certs / "tenants" / "borger" / "ca.pem"
-    for purpose in ("smimesign", "smimeencrypt"):
+    for purpose in ("smimesign", "smimeencrypt", "sslclient"):      # sslclient: the API's mutual TLS
         assert ": OK" in openssl("verify", "-CAfile", ca, "-purpose", purpose, tmp_path / "anna.pem")
     other = certs / "tenants" / "kommune" / "ca.pem"
     r = subprocess.run([OPENSSL, "verify", "-CAfile", other, tmp_path / "anna.pem"], capture_output=True)
@@ -74,7 +74,7 @@ def test_issued_certificate_has_the_smime_extensions(anna, tmp_path: Path) -> No
     ext = openssl("x509", "-noout", "-ext", "keyUsage,extendedKeyUsage,subjectAltName,basicConstraints",
                   data=leaf.encode())
     assert "Digital Signature, Key Encipherment" in ext
-    assert "E-mail Protection" in ext
+    assert "E-mail Protection, TLS Web Client Authentication" in ext      # as OCES/MitID personal
     assert f"email:{ANNA}" in ext
     assert "CA:FALSE" in ext
     text = openssl("x509", "-noout", "-text", "-nameopt", "utf8", data=leaf.encode())
