@@ -169,7 +169,8 @@ class App:
         from bridge.httpapi.server import start_api
         ctx = ApiContext(self.service, self.store, self.blobs, self.run_blocking, c.api.max_body_bytes)
         return await start_api(ctx, [parse_listen(x) for x in c.api.listen],
-                               str(c.resolve(c.tls.cert_file)), str(c.resolve(c.tls.key_file)))
+                               str(c.resolve(c.tls.cert_file)), str(c.resolve(c.tls.key_file)),
+                               c.resolve("certs"))
 
     def bound(self) -> list[tuple[str, str, int]]:
         """(role, host, port) of every listener, in config order."""

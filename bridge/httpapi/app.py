@@ -5,11 +5,13 @@
   GET  /v1/messages/{uuid}          state, recipients and the sender tenant's audit events
   GET  /v1/messages/{uuid}/evidence the signed receipts issued for it, as JSON with each receipt
                                     message (S/MIME multipart/signed, message/rfc822) in base64
-  GET  /openapi.json                this API described (OpenAPI 3.1, bearer security scheme)
+  GET  /openapi.json                this API described (OpenAPI 3.1, bearer and mutualTLS schemes)
 
-Every request needs `Authorization: Bearer TOKEN` (`dp2bridge token add LOGIN`);
-it acts as that account, under the same identity and sending rules as SMTP
-(core.service).  A message is visible to the accounts of the tenant it belongs
+Every request needs `Authorization: Bearer TOKEN` (`dp2bridge token add LOGIN`)
+or, without one, a TLS client certificate recorded for an account (`dp2bridge
+cert issue|import LOGIN`; the listeners ask for one, tls.py); a token wins when
+both are given.  It acts as that account, under the same identity and sending
+rules as SMTP (core.service).  A message is visible to the accounts of the tenant it belongs
 to; another tenant's token gets 403, an unknown UUID 404.  Errors are RFC 9457
 problem documents (problems.py); a failure that is not a BridgeError is logged
 with its traceback and answered 500 "internal error" with the request's
@@ -20,8 +22,10 @@ checks) runs in the bridge's thread pool (`run_blocking`).
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import secrets
+import ssl
 import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -60,6 +64,7 @@ class ApiContext:
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
+    from bridge.store.certificates import CertificateRepository
     from bridge.store.tokens import TokenRepository
     app = FastAPI(title="dp2bridge HTTP API", version="1",
                   description="Submit Digital Post (MeMo) messages as a tenant's system and follow "
@@ -69,13 +74,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_middleware(RequestSession)
     _handlers(app)
     tokens = TokenRepository(ctx.store)
+    certificates = CertificateRepository(ctx.store)
     bearer = HTTPBearer(auto_error=False, scheme_name="bearerToken",
                         description="A token made with `dp2bridge token add LOGIN`.")
 
     async def principal(request: Request,
                         creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-        if creds is None:
-            raise unauthorized("a bearer token is required (Authorization: Bearer TOKEN)", False)
+        if creds is None:                        # no token: a client certificate, if any
+            return await _certificate_principal(ctx, certificates, request)
         owner = await ctx.run_blocking(tokens.account_for, creds.credentials)
         if owner is None:
             log.info("API token refused (ip=%s)", _ip(request))
@@ -124,6 +130,24 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.openapi = lambda: _openapi(app)          # type: ignore[method-assign]
     return app
+
+
+async def _certificate_principal(ctx: ApiContext, certificates: Any, request: Request) -> Principal:
+    """The account whose recorded, valid certificate the client presented in the TLS
+    handshake (ASGI TLS extension, httpapi.tls); 401 without one or for one not recorded."""
+    chain = request.scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or ()
+    if not chain:
+        raise unauthorized("a bearer token (Authorization: Bearer TOKEN) or a registered client "
+                           "certificate is required", False)
+    fp = hashlib.sha256(ssl.PEM_cert_to_DER_cert(chain[0])).hexdigest()
+    account_id = await ctx.run_blocking(certificates.account_for_fingerprint, fp)
+    if account_id is None:
+        log.info("API client certificate refused (sha256=%s, ip=%s)", fp, _ip(request))
+        raise unauthorized("this client certificate is not registered for an account, or it is "
+                           "revoked or expired, or its account is disabled: issue one with "
+                           "`dp2bridge cert issue LOGIN` or register it with `dp2bridge cert "
+                           "import LOGIN FILE`", False)
+    return await ctx.run_blocking(ctx.store.principal, account_id)
 
 
 # --- handlers ---------------------------------------------------------------------------
@@ -236,7 +260,8 @@ class RequestSession:
 # --- the OpenAPI document ----------------------------------------------------------------
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {200: "accepted before: the first acceptance's UUID", 401: "no token, or not a valid one",
+    text = {200: "accepted before: the first acceptance's UUID",
+            401: "no token or client certificate, or not a valid one",
             403: "not allowed: another tenant's message, or the sending rules refuse it (5.7.x)",
             404: "no message with this UUID", 413: "the body is larger than max_body_bytes",
             415: "the body is not application/xml",
@@ -260,5 +285,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         doc.setdefault("components", {}).setdefault("schemas", {})["Problem"] = problems.SCHEMA
+        _add_mutual_tls(doc)
         app.openapi_schema = doc
     return app.openapi_schema
+
+
+def _add_mutual_tls(doc: dict[str, Any]) -> None:
+    """OpenAPI 3.1 `mutualTLS` beside `bearerToken`: an operation takes either (the
+    `principal` dependency only declares the bearer scheme to FastAPI)."""
+    doc["components"].setdefault("securitySchemes", {})["mutualTLS"] = {
+        "type": "mutualTLS",
+        "description": "A client certificate recorded for the account: issued with `dp2bridge cert "
+                       "issue LOGIN` or registered with `dp2bridge cert import LOGIN FILE`. Used "
+                       "when no bearer token is sent."}
+    for path in doc.get("paths", {}).values():
+        for operation in path.values():
+            security = operation.get("security")
+            if security and {"mutualTLS": []} not in security:
+                security.append({"mutualTLS": []})

@@ -7,6 +7,11 @@ OSError, as for SMTP and IMAP, and port 0 works), then starts one uvicorn
 because it installs its own SIGINT/SIGTERM handlers, which belong to
 `bridge.app.serve`.  `ApiServer.stop()` stops accepting, lets requests in
 progress finish (up to `GRACE` seconds) and closes the sockets.
+
+TLS is ours, not uvicorn's (tls.py): one SSLContext for every listener that
+asks for a client certificate from the tenant CAs (reloaded while serving by
+`ApiServer.watcher`), given to uvicorn through `ssl_context_factory`, and
+`http=TlsH11Protocol` so the app sees the client certificate (ASGI TLS extension).
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import uvicorn
 
 from bridge.config import Listen
 from bridge.httpapi.app import ApiContext, create_app
+from bridge.httpapi.tls import ClientCAs, protocol_class, server_context
 
 GRACE = 5
 log = logging.getLogger("bridge.http")
@@ -31,12 +38,16 @@ class ApiServer:
 
     servers: list[uvicorn.Server]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    watcher: asyncio.Task[None] | None = None      # ClientCAs.watch
 
     @property
     def bound(self) -> list[tuple[str, int]]:
         return [s.servers[0].sockets[0].getsockname()[:2] for s in self.servers]
 
     async def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+            await asyncio.gather(self.watcher, return_exceptions=True)
         for server in self.servers:
             server.should_exit = True
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -44,15 +55,23 @@ class ApiServer:
             await server.shutdown()
 
 
-async def start_api(ctx: ApiContext, listeners: list[Listen], cert_file: str, key_file: str) -> ApiServer:
-    """Serve the API on every listener over TLS (cert_file/key_file: the [tls] chain and key)."""
+async def start_api(ctx: ApiContext, listeners: list[Listen], cert_file: str, key_file: str,
+                    certs_dir: Path) -> ApiServer:
+    """Serve the API on every listener over TLS (cert_file/key_file: the [tls] chain and key;
+    client certificates from the tenant CAs under `certs_dir`)."""
     app = create_app(ctx)
     running = ApiServer([])
+    tls = server_context(cert_file, key_file)
+    cas = ClientCAs(tls, certs_dir)
+    await cas.refresh(ctx.run_blocking)
+    protocol = protocol_class(cert_file)
     try:
+        running.watcher = asyncio.create_task(cas.watch(ctx.run_blocking))
         for lst in listeners:
             sock = _bind(lst)
-            config = uvicorn.Config(app, host=lst.host, port=lst.port, ssl_certfile=cert_file,
-                                    ssl_keyfile=key_file, log_config=None, lifespan="off", http="h11",
+            config = uvicorn.Config(app, host=lst.host, port=lst.port,
+                                    ssl_context_factory=lambda _config, _default: tls,
+                                    log_config=None, lifespan="off", http=protocol,
                                     access_log=False, server_header=False, proxy_headers=False,
                                     timeout_graceful_shutdown=GRACE)
             config.load()

@@ -3,7 +3,9 @@
 `CertificateRepository` records certificates issued by a tenant CA or imported
 by an admin, revokes them, and answers what the mail path asks: which
 certificates of a login mail may be encrypted to now (`valid_for_encryption`),
-and which a tenant has revoked (`revoked_serials`, `revoked_fingerprints`).
+which a tenant has revoked (`revoked_serials`, `revoked_fingerprints`), and
+which account a TLS client certificate of the HTTPS API authenticates
+(`account_for_fingerprint`).
 Adding, importing and revoking each write their audit event (chain: the
 account's tenant) in the same transaction.  Certificates only: private keys
 never enter the database.  Serials are lowercase hex without leading zeros,
@@ -177,6 +179,20 @@ class CertificateRepository:
                        c.not_before <= now, c.not_after >= now)
                 .order_by(c.created_at.desc(), c.id.desc())))
         return [pem.encode("ascii") for pem in pems if can_encrypt_to(pem)]
+
+    def account_for_fingerprint(self, fp: str) -> int | None:
+        """The id of the account a TLS client certificate with SHA-256 fingerprint `fp`
+        (lowercase hex) authenticates: recorded for it, not revoked, valid now (store clock),
+        account and tenant enabled.  None otherwise, whatever the reason."""
+        c = m.UserCertificate
+        now = self.store.clock.now()
+        with self.store.ro() as s:
+            return s.scalar(
+                select(c.account_id).join(m.Account, m.Account.id == c.account_id)
+                .join(m.Tenant, m.Tenant.id == m.Account.tenant_id)
+                .where(c.fingerprint == fp.strip().lower(), c.revoked_at.is_(None),
+                       c.not_before <= now, c.not_after >= now,
+                       m.Account.disabled.is_(False), m.Tenant.disabled.is_(False)))
 
     @staticmethod
     def _revoked(tenant: str) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bridge.admin.cli import main
-from bridge.clock import SystemClock
+from bridge.clock import FixedClock, SystemClock
 from bridge.config import Config
 from bridge.core.audit import AuditEvent
 from bridge.crypto.evidence import ensure_tenant_pki
@@ -92,10 +92,11 @@ def test_anna_p12_imports_verifies_and_revocation_reaches_store_and_crl(
     assert "PBES2, PBKDF2, AES-256-CBC" in info and "MAC: sha256" in info
     leaf = leaf_of(p12, tmp_path)
     ca = tenant_dir(home, "borger") / "ca.pem"
-    assert f"{leaf}: OK" in openssl("verify", "-CAfile", ca, "-purpose", "smimesign", leaf)
+    for purpose in ("smimesign", "sslclient"):           # S/MIME, and the HTTPS API's mutual TLS
+        assert f"{leaf}: OK" in openssl("verify", "-CAfile", ca, "-purpose", purpose, leaf)
     ext = openssl("x509", "-noout", "-ext", "keyUsage,extendedKeyUsage,subjectAltName", "-in", leaf)
     assert "Digital Signature, Key Encipherment" in ext
-    assert "E-mail Protection" in ext and f"email:{ANNA}" in ext
+    assert "E-mail Protection, TLS Web Client Authentication" in ext and f"email:{ANNA}" in ext
     listed = json.loads(cli("cert", "list", ANNA, "--json").out)
     assert [(c["serial"], c["source"], c["revoked_at"]) for c in listed] == [
         (issued["serial"], "issued", None)]
@@ -123,6 +124,37 @@ def test_anna_p12_imports_verifies_and_revocation_reaches_store_and_crl(
     r = subprocess.run([OPENSSL, "verify", "-crl_check", "-CAfile", ca, "-CRLfile", out, leaf],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "revoked" in r.stdout + r.stderr
+
+
+def test_a_client_certificate_names_its_account_only_while_valid(cli, sqlite_home: Config,
+                                                                 tmp_path: Path) -> None:
+    """`account_for_fingerprint` (the HTTPS API's client certificates): the account while the
+    certificate is recorded, current and not revoked and the account enabled; None otherwise."""
+    _, issued = issue(cli, tmp_path)
+    fp = issued["fingerprint"]
+    store = SqlStore(sqlite_home.database_url, SystemClock())
+    try:
+        repo = CertificateRepository(store)
+        found = repo.account_for_fingerprint(fp.upper())
+        assert found is not None and store.principal(found).login == ANNA
+        assert repo.account_for_fingerprint("00" * 32) is None
+        after = dt.datetime.fromisoformat(issued["not_after"]) + dt.timedelta(seconds=1)
+        later = SqlStore(sqlite_home.database_url, FixedClock(after))
+        try:
+            assert CertificateRepository(later).account_for_fingerprint(fp) is None     # expired
+        finally:
+            later.close()
+        assert cli("account", "disable", ANNA).code == 0
+        assert repo.account_for_fingerprint(fp) is None
+    finally:
+        store.close()
+    _, other = issue(cli, tmp_path, LAWYER)
+    assert cli("cert", "revoke", LAWYER).code == 0
+    store = SqlStore(sqlite_home.database_url, SystemClock())
+    try:
+        assert CertificateRepository(store).account_for_fingerprint(other["fingerprint"]) is None
+    finally:
+        store.close()
 
 
 def test_a_generated_password_is_printed_once_and_opens_the_file(cli, tmp_path: Path) -> None:
