@@ -1,22 +1,56 @@
-"""Admin-test fixtures: a demo home shared by the tests of a module that change nothing.
+"""Admin-test fixtures: a demo home shared by the tests of a module that change nothing,
+and `cli`, the `dp2bridge` command run in-process against the running bridge's home.
 
 A PostgreSQL home costs seconds (a database, migrations, the demo seed), so
 tests that only read, or that check a refusal left everything as it was, share
 one home per module and engine.  Tests that change data use `home` from
-tests/conftest.py, which is new for each test.
+tests/conftest.py, which is new for each test.  Test modules that need the CLI
+against another home (no running bridge) define their own `cli`, which overrides
+this one.
 """
 
 from __future__ import annotations
 
+import io
+import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from bridge.admin.cli import main
 from bridge.config import Config
-from tests.conftest import PG_SKIP, make_home, postgres_admin_url
+from tests.conftest import PG_SKIP, RunningBridge, make_home, postgres_admin_url
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(bridge: RunningBridge, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """run("audit", "verify") -> Result, against the running bridge's home (stdin empty)."""
+    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(bridge.config.path))
+
+    def run(*argv: object) -> Result:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:               # argparse: usage errors
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+    return run
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 import json
 import shutil
 import smtplib
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import delete, insert, update
 
 from bridge.admin import audit
-from bridge.admin.cli import main
 from bridge.core.audit import GENESIS, event_from_row, link_hash
 from bridge.crypto.evidence import ensure_tenant_pki, load_tenant_pki, verify_detached
 from bridge.store import auditlog
@@ -31,35 +27,11 @@ from bridge.store import models as m
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
 from tests.helpers.smtp import connect, login, message, settled
 
+if TYPE_CHECKING:
+    from tests.admin.conftest import Cli
+
 EV = m.AuditEvent.__table__
 HEADS = m.AuditHead.__table__
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(bridge: RunningBridge, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """run("audit", "verify") -> Result, against the running bridge's home."""
-    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(bridge.config.path))
-
-    def run(*argv: object) -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        capsys.readouterr()
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:               # argparse: usage errors
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-    return run
 
 
 @pytest.fixture

@@ -7,44 +7,20 @@ admin command in-process, as a table and as --json.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import re
-import sys
-from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
-from bridge.admin.cli import main
 from tests.conftest import ANNA, ANNA_CPR_ADDR, CASEWORKER, JOBCENTER, RunningBridge
 from tests.helpers.imap import imap_client
 from tests.helpers.smtp import login, message, send, settled
 
+if TYPE_CHECKING:
+    from tests.admin.conftest import Cli
+
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(bridge: RunningBridge, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(bridge.config.path))
-
-    def run(*argv: object) -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-    return run
 
 
 def letter(bridge: RunningBridge, message_id: str = "<trace-1@kommune.test>") -> str:
