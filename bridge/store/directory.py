@@ -35,6 +35,12 @@ class DirectoryMixin(AuditChainMixin):
             if s.scalar(select(m.Tenant).where(m.Tenant.name == name)):
                 raise AlreadyExists(f"tenant {name!r} already exists (see `dp2bridge tenant list`)")
             party = self._party(s, "cvr", cvr, display_name) if cvr else None
+            holder = party and s.scalar(select(m.Tenant.name).where(m.Tenant.party_id == party.id))
+            if holder:
+                # One organisation, one tenant: a second one would share its party (its staff
+                # would send as that CVR) and a CVR address would reach either of them.
+                raise AlreadyExists(f"CVR {cvr} already belongs to tenant {holder!r} "
+                                    f"(see `dp2bridge tenant list`)")
             t = m.Tenant(name=name, display_name=display_name, kind=kind, policy=policy,
                          party_id=party.id if party else None, created_at=self.clock.now())
             s.add(t)
