@@ -1,12 +1,13 @@
 """MeMo drop folders: a tenant's own systems submit MeMo files by writing them into a folder.
 
-Owns the folder protocol and the receipt and error files; the submission itself is
+Owns the folder protocol (the result files' XML is `dropresults.py`); the submission itself is
 `BridgeService.submit_memo`, made as the tenant's system account.  Layout, per tenant, under
 the configured base directory (`[dropfolder] base_dir`, default `<home>/dropfolders/`):
 
     <tenant>/incoming/    NAME.xml, written by the system (best as .NAME.tmp or NAME.xml.part,
                           then renamed; names starting with "." or not ending in ".xml" are
-                          ignored, and so is anything that is not a regular file)
+                          ignored; NAME may hold any other character, spaces, UTF-8 and
+                          newlines included)
     <tenant>/processing/  files the bridge has claimed (moved here with os.rename)
     <tenant>/processed/   NAME.receipt.xml or NAME.error.xml, then NAME.xml, the original
 
@@ -27,13 +28,25 @@ Exactly once across crashes:
   later scan.  Known limit: flock is not reliable on network file systems, and two nodes
   sharing one folder may, in a window of microseconds, pick the same free name.
 
+What is never read, only logged once and left where it is (no result file, since the bridge
+cannot tell whose it is): a symbolic link (opened with O_NOFOLLOW, so never followed, wherever
+it points), a FIFO, device or directory (opened with O_NONBLOCK, so a FIFO cannot stall the
+scan), and a file with more than one hard link.  A file larger than the SMTP size limit gets an
+error file; at most limit + 1 bytes of it are read.
+
+A file still being written: a writer that renames a finished temporary file, or holds an
+exclusive flock on NAME.xml while writing it, is safe (a locked file is skipped until the lock
+is released).  A writer that does neither may have its file claimed half-written; that file
+gets an error file (a MeMo cut short is not well-formed XML: its end tag comes last), never a
+partial message.
+
 Imports no protocol or storage library; blocking work runs through `run_blocking`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import errno
 import fcntl
 import hashlib
 import logging
@@ -43,22 +56,19 @@ import secrets
 import stat
 import threading
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from bridge.clock import Clock
 from bridge.core.service import Accepted, SessionInfo
-from bridge.digitalpost.xml import MemoInvalid
+from bridge.digitalpost.dropresults import (NS, error_xml, receipt_xml, result_base, result_name,
+                                            xml_stem)
 from bridge.errors import BridgeError
 from bridge.logs import session_id
 
 log = logging.getLogger("bridge.dropfolder")
 
-NS = "urn:dp2bridge:dropfolder:1"
-XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 RESULT_SUFFIXES = (".receipt.xml", ".error.xml")
 # An unexpected error (a bug) is retried this often before the file gets an error file.
 MAX_UNEXPECTED = 5
@@ -66,7 +76,6 @@ RETRY_DELAY_MAX = 60.0
 # Files of one tenant processed at once (each waits mostly on fsync and the database commit).
 CONCURRENCY = 4
 
-REFUSED = ("The MeMo file was not accepted.", "MeMo-filen blev ikke modtaget.")
 UNREADABLE = "the file could not be read (filen kunne ikke læses)"
 TOO_LARGE = "the file is larger than the bridge accepts (filen er større, end broen modtager)"
 INTERNAL = "internal error (intern fejl)"
@@ -107,6 +116,7 @@ class DropFolders:
         self._failures: dict[Path, tuple[int, float]] = {}   # processing path -> (count, retry at)
         self._missing_account: set[str] = set()              # tenants already warned about
         self._locks: dict[str, threading.Lock] = {}          # per tenant: naming in processed/
+        self._skipped: set[Path] = set()                     # names already warned about
 
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("watching MeMo drop folders under %s", self.base_dir)
@@ -146,7 +156,7 @@ class DropFolders:
         outcomes = await asyncio.gather(*(one(w, n) for w, n in candidates), return_exceptions=True)
         for (where, name), outcome in zip(candidates, outcomes):
             if isinstance(outcome, Exception):         # e.g. disk full: the file stays, tried again
-                log.error("%s/%s of tenant %s: %r", where.name, name, folder.tenant, outcome,
+                log.error("%s/%s of tenant %s: %r", where.name, _shown(name), folder.tenant, outcome,
                           exc_info=outcome)
 
     # --- finding work -----------------------------------------------------------------
@@ -203,16 +213,20 @@ class DropFolders:
         gets an error file instead of waiting in incoming/ for ever."""
         src = where / name
         try:
+            # O_NOFOLLOW: a symlink is never followed (ELOOP); O_NONBLOCK: a FIFO opens at once.
             fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except PermissionError:
             return self._claim_unreadable(folder, where, name)
-        except OSError:                                     # gone, or a symlink
+        except OSError as exc:                              # gone, or a symlink
+            if exc.errno == errno.ELOOP:
+                self._skip(folder, src, "is a symbolic link")
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            st = os.fstat(fd)
-            now = os.stat(src, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            if self._unfit(folder, src, os.fstat(fd)):
+                raise FileNotFoundError(src)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a writer holding a lock: not yet
+            st, now = os.fstat(fd), os.stat(src, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
                 raise FileNotFoundError(src)
             return fd, self._move_to_processing(folder, where, name)
         except OSError:                                     # locked by another, or moved meanwhile
@@ -221,11 +235,31 @@ class DropFolders:
 
     def _claim_unreadable(self, folder: Folder, where: Path, name: str) -> tuple[int, Path] | None:
         try:
-            if not stat.S_ISREG(os.stat(where / name, follow_symlinks=False).st_mode):
+            if self._unfit(folder, where / name, os.stat(where / name, follow_symlinks=False)):
                 return None
             return -1, self._move_to_processing(folder, where, name)
         except OSError:
             return None
+
+    def _unfit(self, folder: Folder, src: Path, st: os.stat_result) -> bool:
+        """Whether `src` is left alone: not a regular file (FIFO, device, directory), or a
+        file with other hard links (it could be someone else's file, linked in)."""
+        if not stat.S_ISREG(st.st_mode):
+            self._skip(folder, src, "is not a regular file")
+        elif st.st_nlink != 1:
+            self._skip(folder, src, f"has {st.st_nlink} hard links")
+        else:
+            return False
+        return True
+
+    def _skip(self, folder: Folder, src: Path, why: str) -> None:
+        """Logs, once per name, that `src` is left where it is and never read."""
+        if src not in self._skipped:
+            if len(self._skipped) > 10_000:
+                self._skipped.clear()
+            self._skipped.add(src)
+            log.warning("%s/%s of tenant %s %s; left alone (not read, no result file)",
+                        src.parent.name, _shown(src.name), folder.tenant, why)
 
     def _move_to_processing(self, folder: Folder, where: Path, name: str) -> Path:
         if where == folder.processing:
@@ -233,18 +267,23 @@ class DropFolders:
         dst = folder.processing / _free_name(folder.processing, name)
         os.rename(where / name, dst)
         _fsync_dir(folder.processing)
-        log.debug("claimed %s of tenant %s as processing/%s", name, folder.tenant, dst.name)
+        log.debug("claimed %s of tenant %s as processing/%s", _shown(name), folder.tenant,
+                  _shown(dst.name))
         return dst
 
     def _handle(self, folder: Folder, principal: Any, fd: int, path: Path) -> None:
-        try:
-            data: bytes | None = _read(fd, self.service.settings.max_message_size) if fd >= 0 else None
-        except OSError:
-            data = None
-        digest = hashlib.sha256(data).hexdigest() if data is not None else ""
+        data: bytes | None = None
+        digest, problem = "", UNREADABLE
+        if fd >= 0:
+            try:
+                data, digest = _read(fd, self.service.settings.max_message_size)
+                problem = None if data is not None else TOO_LARGE
+            except OSError:
+                pass
         if not self._finish(folder, path, digest, None):
             try:
-                result = self._outcome(folder, principal, path, data, digest, session_id.get())
+                result = self._outcome(folder, principal, path, data or b"", digest, problem,
+                                       session_id.get())
             except _Retry:
                 return
             self._finish(folder, path, digest, result)
@@ -256,29 +295,27 @@ class DropFolders:
         crash came between the two) only the move is done.  False: `result` is None and there
         was no such result.  The lock keeps this process's threads from choosing one BASE."""
         with self._locks.setdefault(folder.tenant, threading.Lock()):
-            base, written = _result_base(folder.processed, path.name, digest)
+            base, written = result_base(folder.processed, path.name, digest)
             if written:
                 log.info("%s of tenant %s already has processed/%s; moving the original there",
-                         path.name, folder.tenant, _result_name(written, base))
+                         _shown(path.name), folder.tenant, result_name(written, base))
             elif result is None:
                 return False
             else:
-                _write_atomic(folder.processed / _result_name(result[0], base), result[1])
+                _write_atomic(folder.processed / result_name(result[0], base), result[1])
             os.rename(path, folder.processed / f"{base}.xml")
         _fsync_dir(folder.processed)
         _fsync_dir(folder.processing)
         return True
 
-    def _outcome(self, folder: Folder, principal: Any, path: Path, data: bytes | None,
-                 digest: str, sid: str) -> tuple[str, bytes]:
-        """("receipt"|"error", the file's XML); raises _Retry for a temporary failure."""
+    def _outcome(self, folder: Folder, principal: Any, path: Path, data: bytes, digest: str,
+                 problem: str | None, sid: str) -> tuple[str, bytes]:
+        """("receipt"|"error", the file's XML); raises _Retry for a temporary failure.
+        `problem`: UNREADABLE or TOO_LARGE when the file was not read (an error file)."""
         fields = {"file": path.name, "sha256": digest, "tenant": folder.tenant, "session": sid}
-        if data is None:
-            log.warning("%s of tenant %s cannot be read", path.name, folder.tenant)
-            return "error", self._error_xml(fields, UNREADABLE)
-        if len(data) > self.service.settings.max_message_size:
-            log.warning("%s of tenant %s is too large (%d bytes)", path.name, folder.tenant, len(data))
-            return "error", self._error_xml(fields, TOO_LARGE)
+        if problem is not None:
+            log.warning("%s of tenant %s: %s", _shown(path.name), folder.tenant, problem)
+            return "error", error_xml(fields, self.clock.now(), problem)
         ctx = SessionInfo(sid, "dropfolder", "local", True)
         try:
             accepted: Accepted = self.service.submit_memo(principal, data, ctx)
@@ -286,20 +323,20 @@ class DropFolders:
             if exc.temporary:
                 self._failed(path)
                 log.warning("%s of tenant %s: temporary failure, tried again later: %s",
-                            path.name, folder.tenant, exc)
+                            _shown(path.name), folder.tenant, exc)
                 raise _Retry() from None
-            log.info("%s of tenant %s refused: %s", path.name, folder.tenant, exc)
-            return "error", self._error_xml(fields, exc.public, exc)
+            log.info("%s of tenant %s refused: %s", _shown(path.name), folder.tenant, exc)
+            return "error", error_xml(fields, self.clock.now(), exc.public, exc)
         except Exception:
             count = self._failed(path)
-            log.exception("%s of tenant %s: unexpected error (attempt %d of %d)", path.name,
+            log.exception("%s of tenant %s: unexpected error (attempt %d of %d)", _shown(path.name),
                           folder.tenant, count, MAX_UNEXPECTED)
             if count < MAX_UNEXPECTED:
                 raise _Retry() from None
-            return "error", self._error_xml(fields, f"{INTERNAL} (ref {sid})")
+            return "error", error_xml(fields, self.clock.now(), f"{INTERNAL} (ref {sid})")
         status = "duplicate" if accepted.duplicate else "accepted"
-        log.info("%s of tenant %s %s as %s", path.name, folder.tenant, status, accepted.uuid)
-        return "receipt", self._receipt_xml(fields, status, accepted.uuid)
+        log.info("%s of tenant %s %s as %s", _shown(path.name), folder.tenant, status, accepted.uuid)
+        return "receipt", receipt_xml(fields, self.clock.now(), status, accepted.uuid)
 
     def _failed(self, path: Path) -> int:
         """Counts a failure of `path` and sets when it is tried again; returns the count."""
@@ -308,97 +345,46 @@ class DropFolders:
         self._failures[path] = (count, time.monotonic() + delay)
         return count
 
-    # --- result documents (namespace urn:dp2bridge:dropfolder:1) ------------------------
-
-    def _receipt_xml(self, fields: dict[str, str], status: str, uuid: str) -> bytes:
-        root = self._document("receipt", fields, status)
-        _sub(root, "messageUUID", uuid)
-        return _serialize(root)
-
-    def _error_xml(self, fields: dict[str, str], reason: str, exc: BridgeError | None = None) -> bytes:
-        root = self._document("error", fields, "refused")
-        for lang, text in zip(("en", "da"), REFUSED):
-            _sub(root, "summary", text, {XML_LANG: lang})
-        _sub(root, "reason", reason)
-        if exc is not None:
-            _sub(root, "code", exc.enhanced)                # RFC 3463, as SMTP would say
-        for problem in exc.errors if isinstance(exc, MemoInvalid) else ():
-            el = _sub(root, "problem", None)
-            _sub(el, "path", problem.path)
-            if problem.line is not None:
-                _sub(el, "line", str(problem.line))
-            _sub(el, "message", problem.message, {XML_LANG: "en"})
-            _sub(el, "message", problem.message_da, {XML_LANG: "da"})
-        return _serialize(root)
-
-    def _document(self, kind: str, fields: dict[str, str], status: str) -> ET.Element:
-        root = ET.Element(f"{{{NS}}}{kind}")
-        for key in ("file", "sha256", "tenant"):
-            _sub(root, key, fields[key])
-        _sub(root, "status", status)
-        _sub(root, "time", self.clock.now().astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        _sub(root, "session", fields["session"])
-        return root
-
-
 # --- file system helpers ---------------------------------------------------------------
 
 def _is_input(name: str) -> bool:
     return not name.startswith(".") and name.endswith(".xml") and not name.endswith(RESULT_SUFFIXES)
 
 
-def _read(fd: int, limit: int) -> bytes:
-    """The whole file, or one byte more than `limit` (enough to refuse it)."""
+def _read(fd: int, limit: int) -> tuple[bytes | None, str]:
+    """(content, sha256) of the file; content None when it is larger than `limit`.  At most
+    limit + 1 bytes are read; a file already larger is only hashed, chunk by chunk."""
     os.lseek(fd, 0, os.SEEK_SET)
+    keep = os.fstat(fd).st_size <= limit
+    digest = hashlib.sha256()
     chunks, size = [], 0
     while size <= limit:
         chunk = os.read(fd, min(1 << 20, limit + 1 - size))
         if not chunk:
             break
-        chunks.append(chunk)
+        digest.update(chunk)
         size += len(chunk)
-    return b"".join(chunks)
+        if keep:
+            chunks.append(chunk)
+    return (b"".join(chunks) if size <= limit else None), digest.hexdigest()
 
 
-def _stem(name: str) -> str:
-    return name[:-len(".xml")] if name.endswith(".xml") else name
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _shown(name: str) -> str:
+    """A file name for a log line: undecodable bytes and control characters (a newline would
+    forge a log line) escaped as \\xNN."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", text)
 
 
 def _free_name(directory: Path, name: str) -> str:
     """`name`, or NAME-1.xml, NAME-2.xml, ... : the first that is not taken in `directory`."""
-    stem, n = _stem(name), 0
+    stem, n = xml_stem(name), 0
     while os.path.lexists(directory / (f"{stem}-{n}.xml" if n else name)):
         n += 1
     return f"{stem}-{n}.xml" if n else name
-
-
-def _result_name(kind: str, base: str) -> str:
-    return f"{base}.{kind}.xml"
-
-
-def _result_base(processed: Path, name: str, digest: str) -> tuple[str, str]:
-    """(base name in processed/, "" or the kind of a result already written for this file).
-
-    A base is free when neither BASE.xml nor a result exists.  A result without its BASE.xml
-    whose sha256 is `digest` was written for this very file before a crash."""
-    stem, n = _stem(name), 0
-    while True:
-        base = f"{stem}-{n}" if n else stem
-        n += 1
-        if os.path.lexists(processed / f"{base}.xml"):
-            continue
-        results = [k for k in ("receipt", "error") if os.path.lexists(processed / _result_name(k, base))]
-        if not results:
-            return base, ""
-        if digest and _recorded_digest(processed / _result_name(results[0], base)) == digest:
-            return base, results[0]
-
-
-def _recorded_digest(path: Path) -> str:
-    try:
-        return ET.parse(path).getroot().findtext(f"{{{NS}}}sha256") or ""
-    except (OSError, ET.ParseError):
-        return ""
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -417,23 +403,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sub(parent: ET.Element, tag: str, text: str | None, attrs: dict[str, str] | None = None) -> ET.Element:
-    el = ET.SubElement(parent, f"{{{NS}}}{tag}", attrs or {})
-    el.text = None if text is None else _xml_safe(text)
-    return el
-
-
-def _xml_safe(text: str) -> str:
-    """`text` with what XML 1.0 cannot hold (controls, undecodable bytes of a file name) as U+FFFD."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return NOT_XML.sub("\ufffd", text)
-
-
-def _serialize(root: ET.Element) -> bytes:
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=NS) + b"\n"
 
 
 __all__ = ["DropFolders", "NS"]

@@ -9,8 +9,11 @@ and checks each was processed exactly once (acceptance point 4 of the MeMo issue
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import random
+import stat
 import subprocess
 import sys
 import threading
@@ -24,7 +27,7 @@ import pytest
 
 from bridge.clock import SystemClock
 from bridge.config import Config
-from bridge.digitalpost.dropfolder import NS
+from bridge.digitalpost.dropfolder import NS, TOO_LARGE
 from bridge.store.sql import SqlStore
 from tests.conftest import ANNA, RunningBridge, make_home
 from tests.helpers.memo import example
@@ -185,6 +188,101 @@ def test_files_wait_in_incoming_until_the_tenant_has_a_system_account(bridge: Ru
     assert os.listdir(root / "incoming") == ["brev.xml"] and os.listdir(root / "processed") == []
     add_system_account(bridge.config.path)
     assert text(result(root, "brev"), "status") == "accepted"
+
+
+# --- what a folder may hold besides finished files -------------------------------------------
+
+def signal_scan(root: Path, name: str = "signal") -> None:
+    """Drops a valid MeMo and waits for its receipt: a scan has passed everything before it."""
+    _, data = memo_for_anna()
+    drop(root, f"{name}.xml", data)
+    assert text(result(root, name), "status") == "accepted"
+
+
+def anna_has(system: RunningBridge, count: int) -> None:
+    """Anna's inbox reaches `count` messages (delivery is asynchronous) and stays there."""
+    wait_for(lambda: len(system.store.mailbox_entries(ANNA)) >= count or None, timeout=10)
+    time.sleep(0.3)
+    assert len(system.store.mailbox_entries(ANNA)) == count
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo"])
+def test_links_and_fifos_are_never_read_nor_submitted(system: RunningBridge, tmp_path: Path,
+                                                      kind: str) -> None:
+    """A symlink or hard link to a file outside (here a valid MeMo for Anna, so reading it would
+    show as a message) and a FIFO (which would block a plain open or read) are left in
+    incoming/ untouched: no message, no result file, and the scan goes on."""
+    root = folder(system.config)
+    incoming = root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    secret = tmp_path / "secret.xml"
+    secret.write_bytes(memo_for_anna()[1])
+    target = incoming / "brev.xml"
+    {"symlink": lambda: os.symlink(secret, target), "hardlink": lambda: os.link(secret, target),
+     "fifo": lambda: os.mkfifo(target)}[kind]()
+    signal_scan(root)
+    signal_scan(root, "signal-2")                       # a second scan: it is still not taken
+    assert os.listdir(incoming) == ["brev.xml"]
+    assert {"symlink": os.path.islink, "hardlink": lambda p: os.stat(p).st_nlink == 2,
+            "fifo": lambda p: stat.S_ISFIFO(os.lstat(p).st_mode)}[kind](target)
+    assert not [n for n in os.listdir(root / "processed") if n.startswith("brev")]
+    assert not os.listdir(root / "processing")
+    anna_has(system, 2)                                 # the two signals only
+
+
+def test_a_file_over_the_size_limit_gets_an_error_file_without_being_read_whole(
+        system: RunningBridge) -> None:
+    root = folder(system.config)
+    limit = system.config.smtp.max_message_size
+    incoming = root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    with open(incoming / ".stor.tmp", "wb") as f:          # sparse: 4 x the limit, no disk used
+        f.truncate(4 * limit)
+    os.rename(incoming / ".stor.tmp", incoming / "stor.xml")
+    error = result(root, "stor", timeout=30)
+    assert error.tag == f"{{{NS}}}error" and text(error, "reason") == TOO_LARGE
+    # the digest is of the first limit + 1 bytes: nothing beyond them was read
+    assert text(error, "sha256") == hashlib.sha256(bytes(limit + 1)).hexdigest()
+    assert os.path.getsize(root / "processed" / "stor.xml") == 4 * limit
+    assert system.store.mailbox_entries(ANNA) == []
+
+
+def test_names_with_spaces_unicode_and_newlines_get_receipts(system: RunningBridge,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    root = folder(system.config)
+    names = ["brev med mellemrum", "brev æøå ✉", "brev\nlinje"]
+    caplog.set_level("INFO", logger="bridge.dropfolder")
+    for name in names:
+        drop(root, f"{name}.xml", memo_for_anna()[1])
+    for name in names:
+        receipt = result(root, name)
+        assert text(receipt, "status") == "accepted" and text(receipt, "file") == f"{name}.xml"
+        assert (root / "processed" / f"{name}.xml").exists()
+    anna_has(system, 3)
+    logged = [r.getMessage() for r in caplog.records if r.name == "bridge.dropfolder"]
+    assert any("brev\\x0alinje.xml" in line for line in logged), logged   # escaped, one line
+    assert not any("\n" in line for line in logged), logged
+
+
+def test_a_file_its_writer_holds_locked_is_not_read_until_released(system: RunningBridge) -> None:
+    """The writer keeps NAME.xml open with an exclusive flock while writing it (no rename at
+    the end): the bridge skips it until the lock goes, then submits the whole file."""
+    root = folder(system.config)
+    incoming = root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    _, data = memo_for_anna()
+    with open(incoming / ".skriv.tmp", "wb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        f.write(data[:len(data) // 2])
+        f.flush()
+        os.rename(incoming / ".skriv.tmp", incoming / "skriv.xml")   # visible, still being written
+        signal_scan(root)
+        assert os.listdir(incoming) == ["skriv.xml"]
+        assert not [n for n in os.listdir(root / "processed") if n.startswith("skriv")]
+        f.write(data[len(data) // 2:])
+    assert text(result(root, "skriv"), "status") == "accepted"        # closed: lock released
+    assert (root / "processed" / "skriv.xml").read_bytes() == data
+    anna_has(system, 2)
 
 
 # --- acceptance point 4: 200 files, SIGKILL and restart twice -------------------------------
