@@ -19,6 +19,7 @@ from typing import Any, Callable
 from bridge.clock import Clock
 from bridge.core import identities as ids
 from bridge.core.audit import SYSTEM_CHAIN, AuditEvent
+from bridge.core.memoview import carries_memo_fields, memo_rules, submitted_memo_fields
 from bridge.core.messages import Submission
 from bridge.core.mimeinfo import MessageInfo, MimeLimits, analyze
 from bridge.core.throttle import LoginThrottle
@@ -157,16 +158,27 @@ class BridgeService:
         address = f"{header.recipient.recipient_id.strip()}@{kind}.{self.settings.directory_domain}"
         target = self.check_rcpt(principal, address, ctx)
         sender = self.check_mail_from(principal, _memo_sender(principal), ctx)
+        try:
+            memo_rules(principal, msg)
+        except BridgeError as exc:
+            self._refused(principal, ctx, exc, subject=address)
+            raise
+        # ReplyData naming a message of either end by UUID threads the mail under it.
+        thread = self.store.message_ids_by_uuid(
+            [r.message_uuid for r in header.reply_data],
+            [_scope(principal.tenant_id, principal.account_id, principal.tenant_kind),
+             _scope(target.tenant_id, target.id if target.kind == "account" else None, target.tenant_kind)])
         raw = memo_to_mail(msg, memo_xml, from_header=sender, to_header=address,
                            message_id=f"<{header.message_uuid}@{self.settings.hostname}>",
-                           date=self.clock.now())
+                           date=self.clock.now(), message_ids=thread)
         # NemSMS: no mailbox copy; the notice goes to the notification channel's outbox.
         notify = ("nemsms", header.notification or header.label) \
             if header.message_type.upper() == "NEMSMS" else None
         if notify:
             logging.getLogger("bridge.notifications").info(
                 "NemSMS %s for %s handed to the notification outbox", header.message_uuid, address)
-        return self.submit(principal, sender, [(address, target)], raw, ctx, (), _hold_until(header, self.clock.now()),
+        return self.submit(principal, sender, [(address, target)], raw, ctx, (),
+                           _hold_until(header.do_not_deliver_until_date, self.clock.now()),
                            memo={"messageUUID": header.message_uuid, "memoVersion": msg.memo_version,
                                  "keywords": memo_keywords(msg), "messageType": header.message_type},
                            notify=notify)
@@ -206,6 +218,19 @@ class BridgeService:
                 raise
             if clear is not raw:            # decrypted: what is accepted and delivered
                 raw, info = clear, analyze(clear, self.settings.limits)
+        if memo is None and carries_memo_fields(raw, info.header_size, info.body):
+            # A mail (e.g. from Outlook) with X-MeMo-* fields or a memo.xml part: they must
+            # make a valid MeMo, and they act as in a MeMo from a system.
+            try:
+                fields = submitted_memo_fields(principal, raw, self.clock.now())
+            except BridgeError as exc:
+                self._refused(principal, ctx, exc)
+                raise
+            memo = fields.memo
+            later = _hold_until(fields.do_not_deliver_until, self.clock.now())
+            hold_until = max((t for t in (hold_until, later) if t is not None), default=None)
+            if fields.notification is not None:
+                notify = ("nemsms", fields.notification)
         return self._accept(principal, mail_from, recipients, raw, info, ctx, refused, signatures, hold_until,
                             memo or {}, notify)
 
@@ -274,9 +299,13 @@ def _memo_sender(principal: ids.Principal) -> str:
     return min(principal.contact_points) if principal.contact_points else principal.login
 
 
-def _hold_until(header: Any, now: dt.datetime) -> dt.datetime | None:
+def _scope(tenant_id: int, account_id: int | None, tenant_kind: str) -> tuple[int, int | None]:
+    """The messages an end may thread through: its tenant's; a citizen only her own."""
+    return (tenant_id, account_id if tenant_kind == "citizens" else None)
+
+
+def _hold_until(day: dt.date | None, now: dt.datetime) -> dt.datetime | None:
     """doNotDeliverUntilDate (a date) as the UTC instant it begins in Denmark, if still ahead."""
-    day = header.do_not_deliver_until_date
     if day is None:
         return None
     from zoneinfo import ZoneInfo

@@ -41,6 +41,7 @@ from bridge.core.identities import Principal
 from bridge.core.service import SessionInfo
 from bridge.errors import BridgeError
 from bridge.httpapi import problems
+from bridge.httpapi.memoroutes import add_memo_routes
 from bridge.httpapi.models import AcceptedOut, EvidenceOut, StatusOut
 from bridge.httpapi.problems import MEDIA_TYPE, Problem, problem_for, unauthorized
 from bridge.logs import session_id as session_var
@@ -128,6 +129,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         receipts = await ctx.run_blocking(_receipts, ctx, msg["uuid"], who.tenant_name)
         return JSONResponse({"uuid": msg["uuid"], "receipts": receipts})
 
+    add_memo_routes(app, ctx, principal, _responses)
     app.openapi = lambda: _openapi(app)          # type: ignore[method-assign]
     return app
 
@@ -164,6 +166,8 @@ async def _owned(ctx: ApiContext, text: str, who: Principal) -> dict[str, Any]:
         raise Problem(404, "no message with this UUID")
     if found[0]["tenant"] != who.tenant_name:
         raise Problem(403, "this message belongs to another tenant")
+    if who.tenant_kind == "citizens" and found[0]["sender_account_id"] != who.account_id:
+        raise Problem(403, "this message is another citizen's")       # one tenant holds every citizen
     return found[0]
 
 
@@ -261,6 +265,7 @@ class RequestSession:
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {200: "accepted before: the first acceptance's UUID",
+            400: "the request is not usable as given (e.g. several recipients: say which with ?recipient=)",
             401: "no token or client certificate, or not a valid one",
             403: "not allowed: another tenant's message, or the sending rules refuse it (5.7.x)",
             404: "no message with this UUID", 413: "the body is larger than max_body_bytes",

@@ -39,6 +39,11 @@ class SqlStore(DirectoryMixin, IdentitiesMixin, SubmissionsMixin, DeliveryMixin)
         from bridge.store.receipts import read_by_mdn
         return read_by_mdn(self, reader_id, original_message_id)
 
+    def message_ids_by_uuid(self, uuids: list[str], scopes: list[tuple[int, int | None]]) -> dict[str, str]:
+        """UUID -> Message-ID of stored messages within `scopes` (store/memoviews.py)."""
+        from bridge.store.memoviews import message_ids_by_uuid
+        return message_ids_by_uuid(self, uuids, scopes)
+
     # --- reading mailboxes (tests, trace; IMAP builds on this) -----------------------
 
     def mailbox_entries(self, owner: str, mailbox: str = "INBOX") -> list[dict]:

@@ -193,12 +193,13 @@ def test_openapi_document_passes_schemathesis(sqlite_bridge: RunningBridge) -> N
         doc = c.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["bearerToken"] == {
         "type": "http", "scheme": "bearer", "description": "A token made with `dp2bridge token add LOGIN`."}
-    assert set(doc["paths"]) == {"/v1/messages", "/v1/messages/{uuid}", "/v1/messages/{uuid}/evidence"}
+    assert set(doc["paths"]) == {"/v1/messages", "/v1/messages/{uuid}", "/v1/messages/{uuid}/evidence",
+                                 "/v1/messages/{uuid}/memo"}
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json", verify=sqlite_bridge.ca_file)
     checks = [not_a_server_error, status_code_conformance, content_type_conformance,
               response_schema_conformance]
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 3
+    assert len(operations) == 4
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=20, deadline=None, database=None,
