@@ -71,7 +71,7 @@ class App:
         self._worker_task: asyncio.Task[None] | None = None
         self._receipt_task: asyncio.Task[None] | None = None
         self._dropfolder_task: asyncio.Task[None] | None = None
-        self._signers: dict[str, tuple[Any, str]] = {}
+        self._signers: dict[str, tuple[Any, str, Any]] = {}
         self.api: Any = None                      # httpapi.server.ApiServer when [api] is enabled
 
     async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -138,15 +138,18 @@ class App:
                                bridge_address(t["domains"], self.config.bridge.hostname))
 
     def signer(self, tenant: str, record: dict | None = None) -> tuple[Any, str]:
-        """(the tenant's PKI, which signs its receipts; the From address of its receipts)."""
+        """(the tenant's PKI, which signs its receipts; the From address of its receipts).
+        Looked at again once a day, so an evidence certificate due for renewal is renewed
+        (crypto.evidence.renew_evidence_cert) in a bridge that runs for years."""
+        today = self.clock.now().date()
         found = self._signers.get(tenant)
-        if found is None:
+        if found is None or found[2] != today:
             from bridge.crypto.evidence import ensure_tenant_pki, receipts_address
             t = record or self.store.tenant(tenant)
             address = receipts_address(t["domains"], self.config.bridge.hostname)
             pki = ensure_tenant_pki(self.config.resolve("certs"), t["name"], t["display_name"], address)
-            found = self._signers[tenant] = (pki, address)
-        return found
+            found = self._signers[tenant] = (pki, address, today)
+        return found[0], found[1]
 
     async def _start_imap(self, c: Config) -> list[asyncio.AbstractServer]:
         from bridge.imapserver.server import start_listeners as start_imap

@@ -56,6 +56,8 @@ from bridge.errors import BridgeError
 # 825 days, as for server certificates (crypto.certs): long enough to sign
 # receipts for two years, short enough for clients that cap leaf validity.
 EVIDENCE_VALIDITY = datetime.timedelta(days=825)
+# Renewed (same key, new validity) when fewer days than this are left.
+RENEW_BEFORE = datetime.timedelta(days=60)
 RSA_BITS = 3072
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # as core.admin: also a safe directory name
 PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
@@ -164,7 +166,8 @@ def ensure_tenant_pki(certs_dir: Path, tenant: str, display_name: str, email: st
     Idempotent and safe when two processes race: a key is written only where
     none exists (the loser of a race uses the winner's key), and a certificate
     is issued only for a key on disk.  `now` fixes the start of validity
-    (tests; default: the system clock).  Existing files are never replaced.
+    (tests; default: the system clock).  Existing files are never replaced,
+    except an evidence certificate that is due for renewal (`renew_evidence_cert`).
 
     :raises ValueError: when `tenant` is not a valid tenant name, or ca.key is
         not the key of ca.pem.
@@ -172,11 +175,11 @@ def ensure_tenant_pki(certs_dir: Path, tenant: str, display_name: str, email: st
         (ca.pem without ca.key, evidence.pem without evidence.key): a new key
         would not match it, and certificates are not replaced.
     """
-    # todo: renew an evidence certificate that is about to expire (825 days).
     directory = tenant_dir(certs_dir, tenant)
     pki = _paths(certs_dir, tenant)
     if all(p.exists() for p in (pki.ca_path, pki.cert_path, pki.key_path)):
-        return pki                              # the usual case: nothing to load
+        renew_evidence_cert(pki, now=now)       # usually: nothing due
+        return pki
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_key_path = directory / "ca.key"
     _refuse_orphan(pki.ca_path, ca_key_path)
@@ -192,6 +195,36 @@ def ensure_tenant_pki(certs_dir: Path, tenant: str, display_name: str, email: st
         cn = f"{display_name} evidence (dp2bridge)"
         _write_new(pki.cert_path, _evidence_cert(key.public_key(), cn, email, ca, ca_key, now))
     return pki
+
+
+def renew_evidence_cert(pki: TenantPKI, *, now: datetime.datetime | None = None) -> bool:
+    """Re-issue the evidence certificate for the same key when it ends within
+    `RENEW_BEFORE` (and the CA would let a new one last longer); True if it did.
+
+    The old certificate is kept beside it as `evidence-<serial>.pem`.  Receipts
+    signed under it stay verifiable: each signature carries its certificate, and
+    verification checks validity at the signing time.  Safe when two processes
+    race: either new certificate serves, both for the same key.
+    """
+    when = now or datetime.datetime.now(datetime.timezone.utc)
+    old = x509.load_pem_x509_certificate(pki.cert_path.read_bytes())
+    if old.not_valid_after_utc - when > RENEW_BEFORE:
+        return False
+    ca = x509.load_pem_x509_certificate(pki.ca_path.read_bytes())
+    if ca.not_valid_after_utc <= old.not_valid_after_utc:
+        return False                            # only a new CA helps: `dp2bridge cert show` says when
+    ca_key = serialization.load_pem_private_key((pki.ca_path.parent / "ca.key").read_bytes(), password=None)
+    key = serialization.load_pem_private_key(pki.key_path.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey) or key.public_key() != old.public_key():
+        raise ValueError(f"{pki.key_path} is not the private key of {pki.cert_path}")
+    emails = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+        .get_values_for_type(x509.RFC822Name)
+    common_name = old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    new = _evidence_cert(key.public_key(), str(common_name), emails[0], ca, ca_key, when)
+    archive = pki.cert_path.with_name(f"evidence-{old.serial_number:x}.pem")
+    _write_atomic(archive, old.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
+    _write_atomic(pki.cert_path, new.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
+    return True
 
 
 def _refuse_orphan(cert_path: Path, key_path: Path) -> None:

@@ -311,3 +311,30 @@ def test_openssl_cms_verifies_the_der_signature_for_smime_signing(
                 "-in", tmp_path / "sig.der", "-CAfile", pki.ca_path, "-purpose", "smimesign",
                 "-out", "/dev/null")
     assert r.returncode == 0, r.stderr
+
+
+def test_an_evidence_certificate_near_its_end_is_renewed_and_old_receipts_still_verify(tmp_path: Path) -> None:
+    from bridge.crypto.evidence import EVIDENCE_VALIDITY, RENEW_BEFORE, renew_evidence_cert
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    pki = ensure_tenant_pki(tmp_path, "kommune", "Demo Kommune", EMAIL, now=start)
+    first = x509.load_pem_x509_certificate(pki.cert_pem())
+    signed_then = pki.sign(PART)
+
+    assert renew_evidence_cert(pki, now=start + datetime.timedelta(days=30)) is False   # not due
+    assert pki.cert_pem() == first.public_bytes(serialization.Encoding.PEM)
+
+    due = first.not_valid_after_utc - RENEW_BEFORE + datetime.timedelta(days=1)
+    again = ensure_tenant_pki(tmp_path, "kommune", "Demo Kommune", EMAIL, now=due)   # renews on the way
+    second = x509.load_pem_x509_certificate(again.cert_pem())
+    assert second.serial_number != first.serial_number
+    assert second.public_key() == first.public_key()                                  # same key
+    assert second.not_valid_after_utc > first.not_valid_after_utc + EVIDENCE_VALIDITY / 2
+    assert second.subject == first.subject and second.issuer == first.issuer
+    archived = tmp_path / "tenants" / "kommune" / f"evidence-{first.serial_number:x}.pem"
+    assert x509.load_pem_x509_certificate(archived.read_bytes()) == first
+    # A receipt signed before still verifies (checked at its signing time), and a new one too.
+    ca = [pki.ca_pem()]
+    assert verify_detached(PART, signed_then, ca).signer_cert_pem == first.public_bytes(serialization.Encoding.PEM)
+    renewed = load_tenant_pki(tmp_path, "kommune")
+    assert verify_detached(PART, renewed.sign(PART), ca, at=due).signer_cert_pem == renewed.cert_pem()
+    assert renew_evidence_cert(renewed, now=due) is False                              # once
