@@ -192,3 +192,27 @@ def _fetch_header(bridge: RunningBridge, user: str, seq: int, name: str) -> str:
     value = email.message_from_bytes(data[0][1], policy=email.policy.default)[name]
     assert value, f"no {name} in message {seq}"
     return str(value).strip()
+
+
+def test_a_message_to_several_needs_a_recipient_and_each_end_sees_only_its_own_copy(system: RunningBridge) -> None:
+    firm = "post@advokat.dp2.test"                                 # the law firm's contact point
+    cli(system, "contact-point", "add", firm, "--name", "Advokatpost")
+    cli(system, "contact-point", "grant", firm, LAWYER)
+    raw = _plain(CASEWORKER, f"{ANNA_CPR_ADDR}, {firm}", "Til to")
+    with login(system, CASEWORKER) as smtp:
+        smtp.mail(CASEWORKER)
+        assert smtp.rcpt(ANNA_CPR_ADDR)[0] == 250 and smtp.rcpt(firm)[0] == 250
+        code, reply = smtp.data(raw)
+        assert code == 250, reply
+        letter_uuid = reply.decode().split()[2]
+    settled(system)
+    with client(system, add_token(system, SYSTEM)) as kommune:
+        doc = assert_problem(kommune.get(f"/v1/messages/{letter_uuid}/memo"), 400)
+        assert ANNA_CPR_ADDR in doc["detail"] and firm in doc["detail"]
+        to_anna = get_memo(kommune, letter_uuid, recipient=ANNA_CPR_ADDR).message_header
+        assert (to_anna.recipient.recipient_id, to_anna.recipient.id_type) == ("0101701234", "CPR")
+        assert_problem(kommune.get(f"/v1/messages/{letter_uuid}/memo", params={"recipient": "x@y.test"}), 404)
+    with client(system, add_token(system, LAWYER)) as lawyer:     # a recipient: its own copy only
+        mine = get_memo(lawyer, letter_uuid).message_header
+        assert (mine.recipient.recipient_id, mine.sender.sender_id) == ("30000000", "29190000")
+        assert_problem(lawyer.get(f"/v1/messages/{letter_uuid}/memo", params={"recipient": ANNA_CPR_ADDR}), 404)
