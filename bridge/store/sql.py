@@ -33,7 +33,7 @@ __all__ = ["SqlStore", "make_engine"]
 
 
 class SqlStore(DirectoryMixin, IdentitiesMixin, SubmissionsMixin, DeliveryMixin):
-    """See `bridge.store.repository.Store`."""
+    """The store every front end, worker and admin command is given (see the module docstring)."""
 
     def read_by_mdn(self, reader_id: int, original_message_id: str) -> str | None:
         from bridge.store.receipts import read_by_mdn
