@@ -54,9 +54,9 @@ def make_home(root: Path, database_url: str | None, level: str, passwords: dict[
             seed_demo(Admin(store, SystemClock(), "bench"), lambda s: None)
         finally:
             store.close()
-    smtp, smtps, imap, imaps = free_ports(4)
+    smtp, smtps, imap, imaps, api = free_ports(5)
     config = CONFIG_TEMPLATE.format(hostname="localhost", directory_domain="dp2.test", smtp=smtp, smtps=smtps,
-                                    imap=imap, imaps=imaps)
+                                    imap=imap, imaps=imaps, api=api)
     config = _replace_once(config, 'url = "sqlite:///bridge.sqlite3"', f'url = "{database_url}"') \
         if database_url else config
     (home / "bridge.toml").write_text(_replace_once(config, 'level = "info"', f'level = "{level}"'),
