@@ -21,6 +21,7 @@ checks) runs in the bridge's thread pool (`run_blocking`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -49,6 +50,8 @@ from bridge.logs import session_id as session_var
 log = logging.getLogger("bridge.http")
 
 XML_TYPES = ("application/xml", "text/xml")
+# A request body that sends nothing for this long is refused (408).
+BODY_IDLE_SECONDS = 30.0
 # Audit details that may carry internal error text; the trace leaves them out.
 PRIVATE_DETAILS = ("reason", "error", "last_error")
 
@@ -188,12 +191,21 @@ def _receipts(ctx: ApiContext, message_uuid: str, tenant: str) -> list[dict[str,
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to pass `limit`."""
+    """The request body, refused with 413 as soon as it is known to pass `limit`, and with
+    408 when it stops arriving for `BODY_IDLE_SECONDS` (a trickling client holds nothing)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise Problem(413, f"the request body is larger than {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), BODY_IDLE_SECONDS)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise Problem(408, f"the request body stopped arriving (nothing for {BODY_IDLE_SECONDS:g} s); "
+                               "send it again", headers={"Connection": "close"}) from None
         size += len(chunk)
         if size > limit:
             raise Problem(413, f"the request body is larger than {limit} bytes")

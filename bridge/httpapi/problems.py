@@ -36,6 +36,7 @@ TITLES: dict[int, tuple[str, str, str]] = {
     403: ("forbidden", "Not allowed", "Ikke tilladt"),
     404: ("not-found", "Not found", "Ikke fundet"),
     405: ("method-not-allowed", "Method not allowed", "Metoden er ikke tilladt"),
+    408: ("timeout", "Request timeout", "Forespørgslen tog for lang tid"),
     413: ("too-large", "Request body too large", "Forespørgslen er for stor"),
     415: ("unsupported-media-type", "Unsupported media type", "Medietypen understøttes ikke"),
     422: ("unprocessable", "The message cannot be accepted", "Meddelelsen kan ikke modtages"),

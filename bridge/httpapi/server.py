@@ -29,6 +29,8 @@ from bridge.httpapi.app import ApiContext, create_app
 from bridge.httpapi.tls import ClientCAs, protocol_class, server_context
 
 GRACE = 5
+# Connections and requests in progress per listener; past it, uvicorn answers 503.
+MAX_CONCURRENCY = 1000
 log = logging.getLogger("bridge.http")
 
 
@@ -73,7 +75,7 @@ async def start_api(ctx: ApiContext, listeners: list[Listen], cert_file: str, ke
                                     ssl_context_factory=lambda _config, _default: tls,
                                     log_config=None, lifespan="off", http=protocol,
                                     access_log=False, server_header=False, proxy_headers=False,
-                                    timeout_graceful_shutdown=GRACE)
+                                    timeout_graceful_shutdown=GRACE, limit_concurrency=MAX_CONCURRENCY)
             config.load()
             server = uvicorn.Server(config)
             server.lifespan = config.lifespan_class(config)

@@ -37,6 +37,8 @@ from typing import Any, Awaitable, Callable
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 RELOAD_SECONDS = 2.0
+# Seconds a connection may take to send a request's line and header fields.
+HEAD_TIMEOUT = 20.0
 # What ssl.SSLObject.version() says -> the TLS version number (RFC 5246, RFC 8446).
 TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 log = logging.getLogger("bridge.http")
@@ -124,28 +126,65 @@ def _suite_id(context: ssl.SSLContext, name: str) -> int | None:
 
 class TlsH11Protocol(H11Protocol):
     """uvicorn's h11 protocol (uvicorn/protocols/http/h11_impl.py) that adds the ASGI TLS
-    extension to the scope of every request on a TLS connection.
+    extension to the scope of every request on a TLS connection, and closes connections
+    that do not send a request's head in time.
 
     asyncio calls `connection_made` after the TLS handshake, so the peer certificate is
     known there; the connection's app is wrapped once to put the extension in each scope
     (`handle_events` builds the scope and calls `self.app`).  `server_cert` is the PEM of
     the certificate the listener presents (set by `protocol_class`).
+
+    uvicorn times out only an idle kept-alive connection (5 s after a response); a client
+    that connects and sends nothing, or half a request line and header (slowloris), would
+    hold its connection for ever.  So whenever the connection waits for a request's head
+    (from the start, and when data comes after a response), it gets `HEAD_TIMEOUT` seconds
+    to complete it, else 408 and the connection is closed (as Apache's RequestReadTimeout).
     """
 
     server_cert: str | None = None
+    _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None:                   # the spec forbids the extension without TLS
-            return
-        tls = tls_extension(ssl_object, self.server_cert)
+        # The spec forbids the extension without TLS.
+        tls = tls_extension(ssl_object, self.server_cert) if ssl_object is not None else None
         inner = self.app
 
-        async def with_tls(scope: Any, receive: Any, send: Any) -> None:
-            scope.setdefault("extensions", {})["tls"] = dict(tls)
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            self._stop_head_timer()               # a whole head arrived: a request begins
+            if tls is not None:
+                scope.setdefault("extensions", {})["tls"] = dict(tls)
             await inner(scope, receive, send)
-        self.app = with_tls
+        self.app = app
+        self._start_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._start_head_timer()
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not (self.cycle is None or self.cycle.response_complete):
+            return
+        log.info("HTTP API: no complete request within %ss from %s; connection closed",
+                 HEAD_TIMEOUT, self.client[0] if self.client else "?")
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n"
+                             b"connection: close\r\n\r\n")
+        self.transport.close()
 
 
 def protocol_class(cert_file: str) -> type[TlsH11Protocol]:
@@ -156,5 +195,5 @@ def protocol_class(cert_file: str) -> type[TlsH11Protocol]:
     return type("TlsH11Protocol", (TlsH11Protocol,), {"server_cert": first})
 
 
-__all__ = ["ClientCAs", "RELOAD_SECONDS", "TlsH11Protocol", "protocol_class", "server_context",
+__all__ = ["ClientCAs", "HEAD_TIMEOUT", "RELOAD_SECONDS", "TlsH11Protocol", "protocol_class", "server_context",
            "tls_extension"]
