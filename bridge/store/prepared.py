@@ -31,6 +31,7 @@ _ENTRY = m.MailboxEntry.__table__
 _JOB = m.DeliveryJob.__table__
 _EVENT = m.AuditEvent.__table__
 _HEAD = m.AuditHead.__table__
+_RECEIPT = m.Receipt.__table__
 
 _NOW = bindparam("now", type_=m.UTCDateTime())
 
@@ -131,6 +132,11 @@ _EVENT_COLUMNS = ("chain", "seq", "time", "kind", "message_uuid", "actor", "subj
                   "session_id", "result", "details", "prev_hash", "hash")
 _CONTENT_COLUMNS = ("sha256", "size", "header_size", "subject", "envelope", "body", "created_at")
 _HEAD_COLUMNS = ("chain", "seq", "hash")
+_RECEIPT_COLUMNS = ("evidence_id", "message_id", "event", "recipient", "owner_account_id", "audit_chain",
+                    "audit_seq", "audit_hash", "time", "details", "state", "attempts", "next_attempt_at",
+                    "created_at")
+# A receipt's own message row: no signature results (auth stays NULL, as the ORM left it).
+_RECEIPT_MESSAGE_COLUMNS = tuple(c for c in _MESSAGE_COLUMNS if c != "auth")
 
 
 class HotStatements:
@@ -190,4 +196,18 @@ class HotStatements:
         self.claim = Prepared(_claim(_CLAIMABLE if sqlite else _CLAIMABLE.with_for_update(skip_locked=True)),
                                dialect)
         self.claimed = Prepared(_JOB_VIEW, dialect)
+        # Receipts (store/receipts.py): owed in the transaction of each acceptance and filing,
+        # then filed by the receipt worker.
+        self.message_sender = Prepared(select(_MSG.c.sender_account_id).where(
+            _MSG.c.id == bindparam("message_pk")), dialect)
+        self.owe_receipt = Prepared(ins(_RECEIPT).on_conflict_do_nothing(
+            index_elements=["message_id", "event", "recipient"]), dialect, _RECEIPT_COLUMNS)
+        self.finish_receipt = Prepared(update(_RECEIPT).where(
+            _RECEIPT.c.id == bindparam("receipt_id"), _RECEIPT.c.state == "running",
+            _RECEIPT.c.lease_token == bindparam("token")).values(state="done", lease_until=None), dialect)
+        self.insert_receipt_message = Prepared(
+            insert(_MSG) if sqlite else insert(_MSG).returning(_MSG.c.id), dialect, _RECEIPT_MESSAGE_COLUMNS,
+            returning=not sqlite)
+        self.receipt_filed_as = Prepared(update(_RECEIPT).where(_RECEIPT.c.id == bindparam("receipt_id")).values(
+            filed_message_id=bindparam("filed_pk")), dialect)
 

@@ -78,20 +78,20 @@ def owe(store: Any, s: Session, *, message_pk: int, event: str, ref: AuditRef, r
     """Owe a receipt for `event` of the message to `owner_account_id` (default: the message's
     sending account; messages without one, e.g. receipts themselves, get none).  False when
     it is owed already or has no owner."""
+    # Prepared statements on the transaction's cursor (store/prepared.py): this runs for every
+    # acceptance and every filing.  Callers flush whatever the ORM holds before calling.
+    q = store._q
     if owner_account_id is None:
-        owner_account_id = s.execute(select(m.Message.sender_account_id).where(
-            m.Message.id == message_pk)).scalar()
+        row = store._run(s, q.message_sender, {"message_pk": message_pk}).fetchone()
+        owner_account_id = row[0] if row else None
         if owner_account_id is None:
             return False
     now = store.clock.now()
-    ins = sqlite_insert if store.is_sqlite else pg_insert
-    stmt = ins(m.Receipt).values(
-        evidence_id=str(uuid.uuid4()), message_id=message_pk, event=event, recipient=recipient[:320],
-        owner_account_id=owner_account_id, audit_chain=ref.chain, audit_seq=ref.seq,
-        audit_hash=ref.hash, time=ref.time, details=details or {}, state="queued", attempts=0,
-        next_attempt_at=now, created_at=now,
-    ).on_conflict_do_nothing(index_elements=["message_id", "event", "recipient"])
-    return s.execute(stmt).rowcount == 1
+    return store._run(s, q.owe_receipt, {
+        "evidence_id": str(uuid.uuid4()), "message_id": message_pk, "event": event,
+        "recipient": recipient[:320], "owner_account_id": owner_account_id, "audit_chain": ref.chain,
+        "audit_seq": ref.seq, "audit_hash": ref.hash, "time": ref.time, "details": details or {},
+        "state": "queued", "attempts": 0, "next_attempt_at": now, "created_at": now}).rowcount == 1
 
 
 def consented(s: Session, citizen_party_id: int | None, sender_party_id: int | None) -> bool:
@@ -195,30 +195,27 @@ class ReceiptRepository:
               subject: str, audit: AuditEvent) -> Filed | None:
         store = self.store
         s.flush()
-        r = m.Receipt
-        done = s.execute(update(r).where(r.id == owed.id, r.state == "running",
-                                         r.lease_token == owed.lease_token).values(
-            state="done", lease_until=None).execution_options(synchronize_session=False))
+        q = store._q
+        done = store._run(s, q.finish_receipt, {"receipt_id": owed.id, "token": owed.lease_token})
         if done.rowcount != 1:
             return None
         store._content(s, sha256, info)
         now = store.clock.now()
-        receipt = m.Message(
-            uuid=str(uuid.uuid4()), tenant_id=owed.owner_tenant_id, message_id=message_id,
-            thread_id=owed.thread_id, in_reply_to=owed.message_id or None, sender_account_id=None,
-            sender_party_id=None, from_address=from_address, subject=subject, sha256=sha256,
-            size=info.size, internal_date=now, origin="receipt", session_id=None,
-            state="delivered", memo={})
-        s.add(receipt)
-        s.flush()
-        s.execute(update(r).where(r.id == owed.id).values(filed_message_id=receipt.id)
-                  .execution_options(synchronize_session=False))
+        message_uuid = str(uuid.uuid4())
+        cur = store._run(s, q.insert_receipt_message, {
+            "uuid": message_uuid, "tenant_id": owed.owner_tenant_id, "message_id": message_id,
+            "thread_id": owed.thread_id, "in_reply_to": owed.message_id or None, "sender_account_id": None,
+            "sender_party_id": None, "from_address": from_address, "subject": subject, "sha256": sha256,
+            "size": info.size, "internal_date": now, "origin": "receipt", "session_id": None,
+            "state": "delivered", "memo": {}})
+        receipt_pk = cur.lastrowid if q.sqlite else cur.fetchone()[0]
+        store._run(s, q.receipt_filed_as, {"receipt_id": owed.id, "filed_pk": receipt_pk})
         box_id, uid, modseq = store._take_uid(s, "account_id", owed.owner_id, "Receipts")
-        s.execute(m.MailboxEntry.__table__.insert().values(
-            mailbox_id=box_id, uid=uid, message_id=receipt.id, sha256=sha256, flags="", keywords="",
-            modseq=modseq, internal_date=now))
+        store._run(s, q.insert_entry, {
+            "mailbox_id": box_id, "uid": uid, "message_id": receipt_pk, "sha256": sha256, "flags": "",
+            "keywords": "", "modseq": modseq, "internal_date": now})
         store._audit(s, audit)
-        return Filed(box_id, uid, modseq, receipt.uuid)
+        return Filed(box_id, uid, modseq, message_uuid)
 
     def fail(self, owed: Owed, error: str, retry_at: dt.datetime | None) -> None:
         r = m.Receipt
