@@ -135,5 +135,6 @@ async def _authenticate(s: "ImapSession", user: str, password: str, authzid: str
             s.untagged(b"BYE too many failed logins")
         raise No("authentication failed", "AUTHENTICATIONFAILED") from None
     s.state = AUTHENTICATED
+    s.conn.authenticated = True
     log.info("authenticated %s", s.principal.login)
     return f"[CAPABILITY {s.capabilities()}] logged in"

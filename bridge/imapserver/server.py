@@ -32,10 +32,19 @@ MAX_LINE = 64 * 1024
 TLS_READ_BUFFER = 20 * 1024
 MAX_LITERAL_UNAUTH = 4 * 1024
 MAX_LITERAL = 64 * 1024            # for commands other than APPEND
+# Inactivity limits (RFC 9051 section 5.4: an autologout timer, at least 30 minutes once
+# authenticated; the client's IDLE refresh every 29 minutes resets it).  Before login a
+# connection that sends nothing for a minute is closed, so idle sockets cannot pile up.
+UNAUTH_IDLE_SECONDS = 60.0
+AUTH_IDLE_SECONDS = 31 * 60.0
 
 
 class LineTooLong(Exception):
     pass
+
+
+class IdleTimeout(Exception):
+    """Nothing came from the client within the connection's inactivity limit."""
 
 
 class LiteralRefused(Exception):
@@ -52,14 +61,21 @@ class Connection:
         self.tls = implicit_tls
         peer = writer.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else "unknown"
+        self.authenticated = False           # the session sets it: the longer inactivity limit
+
+    @property
+    def idle_limit(self) -> float:
+        return AUTH_IDLE_SECONDS if self.authenticated else UNAUTH_IDLE_SECONDS
 
     async def read_line(self) -> bytes:
         try:
-            return await self.reader.readuntil(b"\n")
+            return await asyncio.wait_for(self.reader.readuntil(b"\n"), self.idle_limit)
         except asyncio.LimitOverrunError:
             raise LineTooLong() from None
         except asyncio.IncompleteReadError:
             raise ConnectionError("client closed the connection") from None
+        except asyncio.TimeoutError:
+            raise IdleTimeout() from None
 
     async def read_command(self, literal_limit: Callable[[list[bytes]], int]) -> list[bytes]:
         """Segments of one command: line text and literal contents, alternating.
@@ -81,7 +97,10 @@ class Connection:
                 raise LiteralRefused(segments[0].split(b" ", 1)[0], size, not nonsync)
             if not nonsync:
                 await self.send(b"+ Ready for literal data")
-            segments.append(await self.reader.readexactly(size))
+            try:
+                segments.append(await asyncio.wait_for(self.reader.readexactly(size), self.idle_limit))
+            except asyncio.TimeoutError:
+                raise IdleTimeout() from None
 
     async def send(self, *lines: bytes) -> None:
         for line in lines:

@@ -24,8 +24,8 @@ from bridge.imapserver import registry
 from bridge.imapserver.errors import Bad, ImapError, No, from_bridge_error
 from bridge.imapserver.parser import Atom, ParseError, Reader, tokenize
 from bridge.imapserver.registry import AUTHENTICATED, COMMANDS, NOT_AUTHENTICATED, SELECTED
-from bridge.imapserver.server import (MAX_LITERAL, MAX_LITERAL_UNAUTH, Connection, LineTooLong,
-                                      LiteralRefused)
+from bridge.imapserver.server import (MAX_LITERAL, MAX_LITERAL_UNAUTH, Connection, IdleTimeout,
+                                      LineTooLong, LiteralRefused)
 from bridge.imapserver.uidmap import UidMap
 from bridge.logs import session_id as session_var
 from bridge.store.mailboxes import EntryState, MailboxRepository, MailboxView
@@ -107,6 +107,9 @@ class ImapSession:
         except LineTooLong:
             await self._bye("command line too long")
             await self.conn.discard_input()
+        except IdleTimeout:
+            log.info("autologout after %.0f s without a command", self.conn.idle_limit)
+            await self._bye("Autologout; idle for too long")
 
     async def _bye(self, text: str) -> None:
         try:
@@ -132,7 +135,7 @@ class ImapSession:
             await self._reply_error(tag, Bad(str(exc)))
         except BridgeError as exc:
             await self._reply_error(tag, from_bridge_error(exc))
-        except (ConnectionError, ssl.SSLError, LineTooLong):
+        except (ConnectionError, ssl.SSLError, LineTooLong, IdleTimeout):
             raise
         except Exception:
             log.exception("internal error in IMAP command")

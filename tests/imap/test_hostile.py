@@ -191,3 +191,43 @@ def test_password_literal_and_the_session_id_never_leak(sqlite_bridge: RunningBr
     assert t.readline() == b"+ Ready for literal data"
     t.send(PASSWORDS[ANNA].encode() + b"\r\n")
     assert t.readline().startswith(b"a1 OK ")
+
+
+@pytest.mark.parametrize("where", ["before login", "after login", "in IDLE", "inside a literal"])
+def test_a_silent_client_is_logged_out(sqlite_bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch,
+                                       where: str) -> None:
+    """RFC 9051 5.4 autologout: a connection that sends nothing gets BYE and is closed (the
+    limits are 60 s before login and 31 min after it; shortened here), so silent sockets
+    cannot pile up."""
+    import bridge.imapserver.server as imap_server
+    monkeypatch.setattr(imap_server, "UNAUTH_IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(imap_server, "AUTH_IDLE_SECONDS", 1.0)
+    t = Transcript(sqlite_bridge, None if where in ("before login", "inside a literal") else ANNA)
+    try:
+        if where == "in IDLE":
+            t.transact("OK", "SELECT INBOX")
+            t.send(b"i1 IDLE\r\n")
+            assert t.readline().startswith(b"+ ")
+        elif where == "inside a literal":
+            t.send(b"a1 LOGIN {5}\r\n")
+            assert t.readline().startswith(b"+ ")
+            t.send(b"an")                          # two of five bytes, then silence
+        started = time.monotonic()
+        lines = []
+        while True:
+            try:
+                lines.append(t.readline())
+            except (ConnectionError, OSError):
+                break
+        assert any(line.startswith(b"* BYE Autologout") for line in lines), lines
+        assert time.monotonic() - started < 6
+    finally:
+        t.close()
+
+
+def test_a_client_that_keeps_talking_is_not_logged_out(anna: Transcript, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bridge.imapserver.server as imap_server
+    monkeypatch.setattr(imap_server, "AUTH_IDLE_SECONDS", 1.0)
+    for _ in range(6):                               # 3 s in all, never 1 s silent
+        time.sleep(0.5)
+        anna.transact("OK", "NOOP")
