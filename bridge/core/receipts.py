@@ -83,11 +83,12 @@ class ReceiptWorker:
         commit; if that fails, each alone (so only a faulty one fails).  Receipts not started
         when `stopping()` keep their lease and are issued after the restart."""
         ready = []
+        parties: dict[str, tuple[str | None, str]] = {}     # party_of, looked up once a batch
         for o in owed:
             if stopping():
                 break
             try:
-                ready.append((o, *self._prepare(o)))
+                ready.append((o, *self._prepare(o, parties)))
             except Exception as exc:
                 self._failed(o, exc)
         if not ready:
@@ -104,10 +105,11 @@ class ReceiptWorker:
             if f is not None:
                 self.events.publish(f)
 
-    def _prepare(self, o: Any) -> tuple[str, Any, dict[str, Any]]:
+    def _prepare(self, o: Any, parties: dict[str, tuple[str | None, str]] | None = None
+                 ) -> tuple[str, Any, dict[str, Any]]:
         """(blob sha256, analysis, filing fields) of the signed receipt for `o`."""
         pki, from_address = self.signer(o.audit_chain)
-        raw = build_receipt(self.evidence(o), from_address=from_address,
+        raw = build_receipt(self.evidence(o, parties), from_address=from_address,
                             from_name=f"{o.issuer_name} - kvittering", to_address=o.owner_login,
                             hostname=self.hostname, sign=pki.sign)
         info = analyze(raw, self.limits)
@@ -137,13 +139,20 @@ class ReceiptWorker:
         except Exception:
             log.exception("could not record the failure of receipt %s; its lease will expire", o.id)
 
-    def evidence(self, o: Any) -> Evidence:
+    def evidence(self, o: Any, parties: dict[str, tuple[str | None, str]] | None = None) -> Evidence:
+        """`o`'s evidence; `parties` keeps the recipients' parties looked up (for one batch)."""
         d = o.details
         kind = o.owner_tenant_kind
         sender = PartyRef(o.from_address, o.sender_name, visible_party(o.sender_party, kind))
         recipient = None
         if o.event in PER_RECIPIENT:
-            party, name = self.repo.party_of(d.get("owner") or o.recipient)
+            address = d.get("owner") or o.recipient
+            found = parties.get(address) if parties is not None else None
+            if found is None:
+                found = self.repo.party_of(address)
+                if parties is not None:
+                    parties[address] = found
+            party, name = found
             recipient = PartyRef(o.recipient, name, visible_party(party, kind))
         elif o.event == "HandlingStarted":
             recipient = PartyRef(d.get("contact_point", ""), d.get("handler", ""), None)

@@ -199,30 +199,44 @@ def _q(tag: str) -> str:
 
 
 def to_xml(ev: Evidence) -> bytes:
-    """`ev` as a UTF-8 `evidence.xml` document."""
-    # The default namespace is written as a plain attribute so that `version` can stay
-    # unqualified (ElementTree's default_namespace option refuses unqualified names).
-    root = ET.Element("Evidence", {"xmlns": NS, "version": VERSION})
+    """`ev` as a UTF-8 `evidence.xml` document.
+
+    Written directly, byte for byte what ElementTree writes for this tree after
+    `ET.indent` (`tostring(encoding="utf-8", xml_declaration=True)`), at a fraction of its
+    cost: a receipt is built for every acceptance and every delivery.  The default
+    namespace is a plain attribute, so `version` stays unqualified."""
+    out = [f"<?xml version='1.0' encoding='utf-8'?>\n<Evidence xmlns=\"{NS}\" version=\"{VERSION}\">"]
     for name, tag in _ELEMENTS.items():
         value = getattr(ev, name)
         if value is None:
             continue
-        element = ET.SubElement(root, tag)
         if isinstance(value, PartyRef):
-            _party_to_xml(element, value)
+            out.append(f"\n  <{tag}>")
+            for pname, ptag in _PARTY_ELEMENTS.items():
+                pvalue = getattr(value, pname)
+                if pvalue is not None:
+                    out.append("\n    " + _leaf_xml(ptag, pvalue))
+            out.append(f"\n  </{tag}>")
         elif isinstance(value, dt.datetime):
-            element.text = value.strftime(_TIME_FORMAT)
+            out.append("\n  " + _leaf_xml(tag, value.strftime(_TIME_FORMAT)))
         else:
-            element.text = str(value)
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+            out.append("\n  " + _leaf_xml(tag, str(value)))
+    out.append("\n</Evidence>\n")
+    # As ElementTree's writer: what UTF-8 cannot carry (a lone surrogate) as a character reference.
+    return "".join(out).encode("utf-8", "xmlcharrefreplace")
 
 
-def _party_to_xml(element: ET.Element, party: PartyRef) -> None:
-    for name, tag in _PARTY_ELEMENTS.items():
-        value = getattr(party, name)
-        if value is not None:
-            ET.SubElement(element, tag).text = value
+def _leaf_xml(tag: str, text: str) -> str:
+    """An element with only text, escaped as ElementTree escapes character data."""
+    if not text:
+        return f"<{tag} />"
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return f"<{tag}>{text}</{tag}>"
 
 
 def from_xml(data: bytes) -> Evidence:

@@ -116,19 +116,36 @@ def quoted_printable(text: str) -> bytes:
     return CRLF.join(_qp_line(line.encode("utf-8", "replace")) for line in text.split("\n"))
 
 
+# Bytes that quoted-printable must encode anywhere in a line (white space only at a line's
+# end, "." and "From " only at its start: `_qp_line` handles those).
+_QP_ENCODE = re.compile(rb"[^\t \x21-\x3c\x3e-\x7e]")
+_QP_ESCAPES = {bytes([b]): b"=%02X" % b for b in range(256)}
+
+
+def _qp_escape(match: re.Match[bytes]) -> bytes:
+    return _QP_ESCAPES[match.group()]
+
+
 def _qp_line(line: bytes) -> bytes:
+    if not line:
+        return b""
+    enc = _QP_ENCODE.sub(_qp_escape, line)
+    if line[-1] in b" \t":
+        enc = enc[:-1] + _QP_ESCAPES[line[-1:]]
+    if line[0] == ord(".") or line.startswith(b"From "):
+        enc = _QP_ESCAPES[line[:1]] + enc[1:]
+    # RFC 2045 §6.7 rule 5: at most 76 characters, a soft break "=" included.  Greedy:
+    # 75 characters and "=" a line, an escape ("=" and two hex digits, the only "=" in
+    # `enc`) never split; the rest goes on the last line when it fits in 76.
     out: list[bytes] = []
-    width = 0
-    for i, byte in enumerate(line):
-        last = i == len(line) - 1
-        literal = byte in _QP_LITERAL or (byte in b" \t" and not last)
-        if i == 0 and (byte == ord(".") or line.startswith(b"From ")):
-            literal = False
-        token = bytes([byte]) if literal else b"=%02X" % byte
-        # RFC 2045 §6.7 rule 5: at most 76 characters, a soft break "=" included.
-        if width + len(token) > 75 and not (last and width + len(token) <= 76):
-            out.append(b"=" + CRLF)
-            width = 0
-        out.append(token)
-        width += len(token)
-    return b"".join(out)
+    pos, end = 0, len(enc)
+    while end - pos > 76:
+        cut = pos + 75
+        if enc[cut - 1] == 0x3D:
+            cut -= 1
+        elif enc[cut - 2] == 0x3D:
+            cut -= 2
+        out.append(enc[pos:cut])
+        pos = cut
+    out.append(enc[pos:])
+    return b"=\r\n".join(out)
