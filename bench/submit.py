@@ -215,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
         receipt_ms = sum(b - a for a, b in zip(cpu1, cpu2)) * 1000 / max(issued, 1)
         print(f"  receipts              {issued} signed and filed, all {t_receipts - t_start:6.1f} s after the "
               f"first DATA; {receipt_ms:.2f} ms server CPU per receipt after delivery ended")
+        total_ms = sum(b - a for a, b in zip(cpu0, cpu2)) * 1000 / max(n, 1)
+        print(f"  server CPU, all in    {total_ms:8.2f} ms/msg     (submission, delivery and its "
+              f"{issued / max(n, 1):.0f} receipts, to the last receipt filed)")
         print(f"  server peak RSS       {rss:8.1f} MB         target < {TARGETS['rss_mb']:.0f}    "
               f"{ok(rss < TARGETS['rss_mb'])}")
         if missing:
