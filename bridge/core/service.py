@@ -145,12 +145,23 @@ class BridgeService:
         """A MeMo (1.1 or 1.2) submitted by a system: validated (MemoInvalid names the element
         path), addressed by its Recipient (CPR/CVR) under the same rules as SMTP, turned into
         the mail a reader's client shows (memo.xml kept inside), and accepted as `submit` does.
-        Held until doNotDeliverUntilDate (midnight Danish time).  The same MeMo (messageUUID)
-        from the same account within the dedup window returns the first UUID."""
+        Held until doNotDeliverUntilDate (midnight Danish time).  Its messageUUID becomes the
+        message's UUID: the same MeMo again from the same account returns it (duplicate);
+        when another account's message has that UUID, it is refused."""
         from bridge.digitalpost import parse_memo
         from bridge.digitalpost.mail import memo_keywords, memo_to_mail
         msg = parse_memo(memo_xml)
         header = msg.message_header
+        # The MeMo's messageUUID is the message's UUID (DESIGN.md section 4): the same one
+        # again from the same account is the same message, from anyone else a conflict.
+        message_uuid = str(uuid.UUID(header.message_uuid.strip()))
+        known = self.store.message(message_uuid)
+        if known is not None:
+            if known["sender_account_id"] == principal.account_id:
+                return Accepted(message_uuid, True)
+            raise MessageRejected(f"messageUUID {message_uuid} is taken", public=(
+                f"messageUUID {message_uuid} is already the UUID of another message; "
+                "give every MeMo a new UUID (version 4)"))
         kind = header.recipient.id_type.strip().lower()
         if kind not in ("cpr", "cvr"):
             raise MessageRejected(kind, public=f"the MeMo recipient's idType must be CPR or CVR, "
@@ -181,14 +192,14 @@ class BridgeService:
                            _hold_until(header.do_not_deliver_until_date, self.clock.now()),
                            memo={"messageUUID": header.message_uuid, "memoVersion": msg.memo_version,
                                  "keywords": memo_keywords(msg), "messageType": header.message_type},
-                           notify=notify)
+                           notify=notify, message_uuid=message_uuid)
 
     # --- submission ----------------------------------------------------------------
 
     def submit(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
                raw: bytes, ctx: SessionInfo, refused: list[tuple[str, str, str]] = (),
                hold_until: dt.datetime | None = None, memo: dict[str, Any] | None = None,
-               notify: tuple[str, str] | None = None) -> Accepted:
+               notify: tuple[str, str] | None = None, message_uuid: str | None = None) -> Accepted:
         """Check the message and accept it durably: blob fsynced, then the message, its delivery
         jobs, its audit events and the receipts owed for them committed in one transaction.
         Only then does this return.  `refused`: (address, status, reason) of recipients refused
@@ -232,7 +243,7 @@ class BridgeService:
             if fields.notification is not None:
                 notify = ("nemsms", fields.notification)
         return self._accept(principal, mail_from, recipients, raw, info, ctx, refused, signatures, hold_until,
-                            memo or {}, notify)
+                            memo or {}, notify, message_uuid)
 
     def _checked(self, principal: ids.Principal, raw: bytes) -> tuple[bytes, MessageInfo]:
         if len(raw) > self.settings.max_message_size:
@@ -260,10 +271,11 @@ class BridgeService:
     def _accept(self, principal: ids.Principal, mail_from: str, recipients: list[tuple[str, ids.Target]],
                 raw: bytes, info: MessageInfo, ctx: SessionInfo, refused: Any = (),
                 signatures: list[Any] = (), hold_until: dt.datetime | None = None,
-                memo: dict[str, Any] | None = None, notify: tuple[str, str] | None = None) -> Accepted:
+                memo: dict[str, Any] | None = None, notify: tuple[str, str] | None = None,
+                message_uuid: str | None = None) -> Accepted:
         submitted = self._event(principal.tenant_name, "submitted", "ok", ctx, actor=principal.login)
         sha = self.blobs.put(raw)
-        message_uuid = str(uuid.uuid4())
+        message_uuid = message_uuid or str(uuid.uuid4())
         targets = _unique_targets(recipients)
         sub = Submission(uuid=message_uuid, message_id=info.message_id or "", thread_id=str(uuid.uuid4()),
                          in_reply_to=info.in_reply_to[0] if info.in_reply_to else None,

@@ -216,3 +216,22 @@ def test_a_message_to_several_needs_a_recipient_and_each_end_sees_only_its_own_c
         mine = get_memo(lawyer, letter_uuid).message_header
         assert (mine.recipient.recipient_id, mine.sender.sender_id) == ("30000000", "29190000")
         assert_problem(lawyer.get(f"/v1/messages/{letter_uuid}/memo", params={"recipient": ANNA_CPR_ADDR}), 404)
+
+
+def test_a_memos_message_uuid_is_the_messages_uuid_and_cannot_be_taken_by_another(system: RunningBridge) -> None:
+    msg = full_memo()
+    mine = str(uuidlib.uuid4())
+    h = dataclasses.replace(msg.message_header, message_uuid=mine, do_not_deliver_until_date=None,
+                            recipient=dataclasses.replace(msg.message_header.recipient,
+                                                          recipient_id="0101701234", id_type="CPR"))
+    memo = write_memo(dataclasses.replace(msg, message_header=h), "1.2")
+    with client(system, add_token(system, SYSTEM)) as kommune:
+        r = post_memo(kommune, memo)
+        assert r.status_code == 201 and r.json()["uuid"] == mine, r.text
+        settled(system)
+        assert get_memo(kommune, mine).message_header.message_uuid == mine
+    cli(system, "account", "add", "system@advokat.dp2.test", "--system", "--name", "Advokatsystem")
+    with client(system, add_token(system, "system@advokat.dp2.test")) as firm:
+        doc = assert_problem(post_memo(firm, memo), 422)
+        assert mine in doc["detail"] and "another message" in doc["detail"]
+    assert [e["message_uuid"] for e in system.store.mailbox_entries(ANNA)] == [mine]
