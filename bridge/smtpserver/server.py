@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import ssl
 import warnings
@@ -26,6 +27,13 @@ from bridge.smtpserver import replies as r
 from bridge.smtpserver.handler import SubmissionHandler
 
 log = logging.getLogger("bridge.smtp")
+
+# `<dot-atom@dot-atom>` with a plain host name, and what follows it: the form nearly every
+# MAIL FROM / RCPT TO has.  aiosmtpd parses each with the email package's header parser
+# (and defines a class per call); for this form that gives the address as written and the
+# rest after its leading white space.  Anything else still goes to aiosmtpd's parser.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(rf"[ \t]*<({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*")
 
 
 # Open connections of this process, so that stopping can close them (asyncio's
@@ -94,6 +102,16 @@ class BridgeSMTP(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             self._in_ehlo = False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        match = _SIMPLE_PATH.match(arg)
+        rest = arg[match.end():] if match else ""
+        if match is None or rest.startswith("("):          # a comment: the full parser
+            return super()._getaddr(arg)
+        local = match.group(1)
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return f"{local}@{match.group(2)}", rest
 
     def _getparams(self, params: list[str]) -> dict[str, Any] | None:
         """aiosmtpd's MAIL parameters, without RFC 4865's HOLDFOR/HOLDUNTIL, which
