@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from bridge.core.mimeaddr import addr_specs, envelope_addresses
 from bridge.core.mimeheader import (
@@ -113,28 +113,52 @@ def analyze(raw: bytes, limits: MimeLimits = MimeLimits()) -> MessageInfo:
         raw, 0, len(raw), strict=True,
         max_bytes=limits.max_header_bytes, max_count=limits.max_header_count,
     )
-    addresses = _address_lists(header)
+    fields = _fields(header)
+    addresses = _address_lists(header, fields)
+    first = _first(fields)
     return MessageInfo(
-        size=len(raw), header_size=header.body_start, **_identity(header),
-        subject=_decoded(header.first("subject")), **_addr_specs(addresses),
-        date=header.first("date"), envelope=_envelope(header, addresses),
-        body=_entity(_Walk(raw, limits), 0, header, len(raw), 1, "text"),
+        size=len(raw), header_size=header.body_start, **_identity(fields),
+        subject=_decoded(first("subject")), **_addr_specs(addresses),
+        date=first("date"), envelope=_envelope(header, addresses, fields),
+        body=_entity(_Walk(raw, limits), 0, header, len(raw), 1, "text", fields),
     )
 
 
-def _identity(header: HeaderSection) -> dict:
-    value = header.first("message-id")
+def _fields(header: HeaderSection) -> dict[str, list[str]]:
+    """Every field's values by name, in order (one pass instead of one per name looked up)."""
+    found: dict[str, list[str]] = {}
+    for name, value in header.fields:
+        values = found.get(name)
+        if values is None:
+            found[name] = [value]
+        else:
+            values.append(value)
+    return found
+
+
+def _first(fields: dict[str, list[str]]) -> Callable[[str], str | None]:
+    """A lookup like HeaderSection.first, on `_fields`."""
+
+    def first(name: str) -> str | None:
+        values = fields.get(name)
+        return values[0] if values else None
+    return first
+
+
+def _identity(fields: dict[str, list[str]]) -> dict:
+    value = _first(fields)("message-id")
     ids = msg_ids(value)
     return {
         "message_id": ids[0] if ids else (value or None),
-        "in_reply_to": [i for v in header.every("in-reply-to") for i in msg_ids(v)],
-        "references": [i for v in header.every("references") for i in msg_ids(v)],
+        "in_reply_to": [i for v in fields.get("in-reply-to", ()) for i in msg_ids(v)],
+        "references": [i for v in fields.get("references", ()) for i in msg_ids(v)],
     }
 
 
-def _address_lists(header: HeaderSection) -> dict[str, list]:
+def _address_lists(header: HeaderSection, fields: dict[str, list[str]] | None = None) -> dict[str, list]:
     """Every address field parsed once: name -> [ENVELOPE list per field]."""
-    return {name: [envelope_addresses(v) for v in header.every(name)] for name in _ADDRESS_FIELDS}
+    fields = fields if fields is not None else _fields(header)
+    return {name: [envelope_addresses(v) for v in fields.get(name, ())] for name in _ADDRESS_FIELDS}
 
 
 def _addr_specs(lists: dict[str, list]) -> dict:
@@ -150,17 +174,20 @@ def _decoded(value: str | None) -> str | None:
     return None if value is None else decode_words(value)
 
 
-def _envelope(header: HeaderSection, lists: dict[str, list] | None = None) -> list:
+def _envelope(header: HeaderSection, lists: dict[str, list] | None = None,
+              fields: dict[str, list[str]] | None = None) -> list:
     """RFC 9051 §7.5.2 ENVELOPE of a header section, as nested lists."""
-    lists = lists or _address_lists(header)
+    fields = fields if fields is not None else _fields(header)
+    lists = lists or _address_lists(header, fields)
     first = {name: parsed[0] if parsed else None for name, parsed in lists.items()}
     sender = first["from"]
+    field = _first(fields)
     return [
-        header.first("date"), header.first("subject"), sender,
+        field("date"), field("subject"), sender,
         first["sender"] or _copy(sender),  # RFC 9051 §7.5.2: Sender defaults to From
         first["reply-to"] or _copy(sender),  # and so does Reply-To
         first["to"], first["cc"], first["bcc"],
-        header.first("in-reply-to"), header.first("message-id"),
+        field("in-reply-to"), field("message-id"),
     ]
 
 
@@ -176,11 +203,11 @@ class _Walk:
 
 
 def _entity(walk: _Walk, start: int, header: HeaderSection, end: int,
-            depth: int, default: str) -> dict:
+            depth: int, default: str, fields: dict[str, list[str]] | None = None) -> dict:
     """The body node of the entity at raw[start:end] whose header is `header`."""
     if depth > walk.limits.max_mime_depth:
         raise MimeTooDeep(f"MIME structure deeper than {walk.limits.max_mime_depth}")
-    node = _node(walk.raw, start, header, end, default)
+    node = _node(walk.raw, start, header, end, default, fields)
     if node["type"] == "multipart":
         _add_parts(walk, node, depth)
     elif node["type"] == "message" and node["subtype"] in _MESSAGE_SUBTYPES:
@@ -188,24 +215,26 @@ def _entity(walk: _Walk, start: int, header: HeaderSection, end: int,
     return node
 
 
-def _node(raw: bytes, start: int, header: HeaderSection, end: int, default: str) -> dict:
-    mtype, subtype, params = _content_type(header, default)
+def _node(raw: bytes, start: int, header: HeaderSection, end: int, default: str,
+          fields: dict[str, list[str]] | None = None) -> dict:
+    first = _first(fields if fields is not None else _fields(header))
+    mtype, subtype, params = _content_type(first, default)
     body_start = header.body_start
     return {
         "type": mtype, "subtype": subtype, "params": params,
-        "id": header.first("content-id"), "description": header.first("content-description"),
-        "encoding": _encoding(header.first("content-transfer-encoding")),
+        "id": first("content-id"), "description": first("content-description"),
+        "encoding": _encoding(first("content-transfer-encoding")),
         "size": end - body_start, "lines": _lines(raw, body_start, end, mtype, subtype),
-        "md5": header.first("content-md5"),
-        "disposition": disposition(header.first("content-disposition")),
-        "language": _language(header.first("content-language")),
-        "location": header.first("content-location"),
+        "md5": first("content-md5"),
+        "disposition": disposition(first("content-disposition")),
+        "language": _language(first("content-language")),
+        "location": first("content-location"),
         "offsets": [start, body_start, end],
     }
 
 
-def _content_type(header: HeaderSection, default: str) -> tuple[str, str, list]:
-    parsed = media_type(header.first("content-type"))
+def _content_type(first: Callable[[str], str | None], default: str) -> tuple[str, str, list]:
+    parsed = media_type(first("content-type"))
     if parsed is not None:
         return parsed
     if default == "message":  # RFC 2046 §5.1.5: the default inside multipart/digest
