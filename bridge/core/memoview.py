@@ -120,12 +120,20 @@ def reader_ends(view: Any, who: Principal) -> tuple[bool, list[tuple[str, Any]]]
     return mine(view.sender), [(addr, side) for addr, side in view.recipients if mine(side)]
 
 
+def thread_scope(tenant_id: int, account_id: int | None, tenant_kind: str) -> tuple[int, int | None]:
+    """The stored messages an end may name in a thread (ReplyData <-> Message-ID): its
+    tenant's; in the citizens' tenant only the citizen's own."""
+    return (tenant_id, account_id if tenant_kind == "citizens" else None)
+
+
 def visible_id(party: Any, *, reader: Principal, own: bool, addressed_by_it: bool) -> str:
-    """`party.identifier` as `reader` may see it (see the module docstring)."""
-    if party.kind != "cpr" or own or addressed_by_it or reader.tenant_kind == "authority":
+    """`party.identifier` as `reader` may see it (see the module docstring); the masking is
+    the receipts' (core.receipts.visible_party)."""
+    from bridge.core.receipts import visible_party
+    if own or addressed_by_it:
         return party.identifier
-    digits = party.identifier
-    return f"{digits[:6]}-xxxx" if len(digits) == 10 else "xxxxxx-xxxx"
+    shown = visible_party(f"{party.kind}:{party.identifier}", reader.tenant_kind)
+    return shown.split(":", 1)[1] if shown else "xxxxxx-xxxx"
 
 
 def memo_of(view: Any, raw: bytes, *, reader: Principal, recipient: tuple[str, Any],

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from bridge.clock import Clock
 from bridge.core import identities as ids
 from bridge.core.audit import SYSTEM_CHAIN, AuditEvent
-from bridge.core.memoview import carries_memo_fields, memo_rules, submitted_memo_fields
+from bridge.core.memoview import carries_memo_fields, memo_rules, submitted_memo_fields, thread_scope
 from bridge.core.messages import Submission
 from bridge.core.mimeinfo import MessageInfo, MimeLimits, analyze
 from bridge.core.throttle import LoginThrottle
@@ -177,8 +177,9 @@ class BridgeService:
         # ReplyData naming a message of either end by UUID threads the mail under it.
         thread = self.store.message_ids_by_uuid(
             [r.message_uuid for r in header.reply_data],
-            [_scope(principal.tenant_id, principal.account_id, principal.tenant_kind),
-             _scope(target.tenant_id, target.id if target.kind == "account" else None, target.tenant_kind)])
+            [thread_scope(principal.tenant_id, principal.account_id, principal.tenant_kind),
+             thread_scope(target.tenant_id, target.id if target.kind == "account" else None,
+                          target.tenant_kind)])
         raw = memo_to_mail(msg, memo_xml, from_header=sender, to_header=address,
                            message_id=f"<{header.message_uuid}@{self.settings.hostname}>",
                            date=self.clock.now(), message_ids=thread)
@@ -309,11 +310,6 @@ def _memo_sender(principal: ids.Principal) -> str:
     """A system's MeMo comes from the tenant's contact point the system account may send as
     (the first, by address), else from the system account itself."""
     return min(principal.contact_points) if principal.contact_points else principal.login
-
-
-def _scope(tenant_id: int, account_id: int | None, tenant_kind: str) -> tuple[int, int | None]:
-    """The messages an end may thread through: its tenant's; a citizen only her own."""
-    return (tenant_id, account_id if tenant_kind == "citizens" else None)
 
 
 def _hold_until(day: dt.date | None, now: dt.datetime) -> dt.datetime | None:

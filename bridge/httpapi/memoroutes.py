@@ -41,9 +41,9 @@ def add_memo_routes(app: FastAPI, ctx: Any, principal: Callable[..., Any],
 
 
 def _memo_xml(ctx: Any, text: str, who: Principal, recipient: str | None, version: str | None) -> bytes:
-    from bridge.core.memoview import memo_of, reader_ends
+    from bridge.core.memoview import memo_of, reader_ends, thread_scope
     from bridge.core.mimeinfo import analyze
-    from bridge.store.memoviews import message_parties, scope_of, uuids_by_message_id
+    from bridge.store.memoviews import message_parties, uuids_by_message_id
     try:
         wanted = str(uuidlib.UUID(text))
     except ValueError:
@@ -69,7 +69,8 @@ def _memo_xml(ctx: Any, text: str, who: Principal, recipient: str | None, versio
     raw = ctx.blobs.get(view.sha256)
     info = analyze(raw)
     thread = uuids_by_message_id(ctx.store, info.in_reply_to + info.references,
-                                 [scope_of(view.sender), scope_of(candidates[0][1])])
+                                 [thread_scope(e.tenant_id, e.account_id, e.tenant_kind)
+                                  for e in (view.sender, candidates[0][1])])
     try:
         return memo_of(view, raw, reader=who, recipient=candidates[0],
                        directory_domain=ctx.service.settings.directory_domain, message_uuids=thread,

@@ -139,9 +139,3 @@ def message_ids_by_uuid(store: Any, uuids: Iterable[str], scopes: Iterable[Scope
          .where(m.Message.uuid.in_(wanted), _in_scopes(scopes)))
     with store.ro() as s:
         return {uuid: mid for uuid, mid in s.execute(q) if mid}
-
-
-def scope_of(side: Side) -> Scope:
-    """The messages an end may map its thread through: its tenant's, or in the citizens'
-    tenant only its own."""
-    return (side.tenant_id, side.account_id if side.tenant_kind == "citizens" else None)
