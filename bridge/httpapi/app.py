@@ -5,14 +5,17 @@
   GET  /v1/messages/{uuid}          state, recipients and the sender tenant's audit events
   GET  /v1/messages/{uuid}/evidence the signed receipts issued for it, as JSON with each receipt
                                     message (S/MIME multipart/signed, message/rfc822) in base64
+  GET  /v1/messages/{uuid}/memo     the message as MeMo XML, for its sender's or a recipient's
+                                    side (memoroutes.py)
   GET  /openapi.json                this API described (OpenAPI 3.1, bearer and mutualTLS schemes)
 
 Every request needs `Authorization: Bearer TOKEN` (`dp2bridge token add LOGIN`)
 or, without one, a TLS client certificate recorded for an account (`dp2bridge
 cert issue|import LOGIN`; the listeners ask for one, tls.py); a token wins when
 both are given.  It acts as that account, under the same identity and sending
-rules as SMTP (core.service).  A message is visible to the accounts of the tenant it belongs
-to; another tenant's token gets 403, an unknown UUID 404.  Errors are RFC 9457
+rules as SMTP (core.service).  A message's status and evidence are visible to the accounts
+of the tenant it belongs to (in the citizens' tenant: only to its sender); anyone else gets
+403, an unknown UUID 404.  Errors are RFC 9457
 problem documents (problems.py); a failure that is not a BridgeError is logged
 with its traceback and answered 500 "internal error" with the request's
 reference, never with exception text.  Blocking work (SQL, fsync, signing
