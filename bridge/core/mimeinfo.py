@@ -44,6 +44,7 @@ Section numbers (RFC 9051 §6.4.5), as `find_part()` resolves them:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -219,6 +220,7 @@ def _node(raw: bytes, start: int, header: HeaderSection, end: int, default: str,
           fields: dict[str, list[str]] | None = None) -> dict:
     first = _first(fields if fields is not None else _fields(header))
     mtype, subtype, params = _content_type(first, default)
+    disposition_ = first("content-disposition")
     body_start = header.body_start
     return {
         "type": mtype, "subtype": subtype, "params": params,
@@ -226,7 +228,7 @@ def _node(raw: bytes, start: int, header: HeaderSection, end: int, default: str,
         "encoding": _encoding(first("content-transfer-encoding")),
         "size": end - body_start, "lines": _lines(raw, body_start, end, mtype, subtype),
         "md5": first("content-md5"),
-        "disposition": disposition(first("content-disposition")),
+        "disposition": _disposition(disposition_) if disposition_ is not None else None,
         "language": _language(first("content-language")),
         "location": first("content-location"),
         "offsets": [start, body_start, end],
@@ -234,12 +236,35 @@ def _node(raw: bytes, start: int, header: HeaderSection, end: int, default: str,
 
 
 def _content_type(first: Callable[[str], str | None], default: str) -> tuple[str, str, list]:
-    parsed = media_type(first("content-type"))
+    value = first("content-type")
+    parsed = _media_type(value) if value is not None else None
     if parsed is not None:
-        return parsed
+        mtype, subtype, params = parsed
+        return mtype, subtype, [list(p) for p in params]
     if default == "message":  # RFC 2046 §5.1.5: the default inside multipart/digest
         return "message", "rfc822", []
     return "text", "plain", [["charset", "us-ascii"]]  # RFC 2045 §5.2
+
+
+# The same Content-Type and Content-Disposition values come back part after part (every
+# text/plain; charset=utf-8, every receipt's evidence.xml and smime.p7s): parsed once, and
+# each node gets fresh lists (callers may change a node).  Bounded; values are at most a
+# header field long.
+@functools.lru_cache(maxsize=512)
+def _media_type(value: str) -> tuple[str, str, tuple[tuple[str, str], ...]] | None:
+    parsed = media_type(value)
+    return None if parsed is None else (parsed[0], parsed[1], tuple(tuple(p) for p in parsed[2]))
+
+
+@functools.lru_cache(maxsize=512)
+def _disposition_cached(value: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    parsed = disposition(value)
+    return None if parsed is None else (parsed[0], tuple(tuple(p) for p in parsed[1]))
+
+
+def _disposition(value: str) -> list | None:
+    parsed = _disposition_cached(value)
+    return None if parsed is None else [parsed[0], [list(p) for p in parsed[1]]]
 
 
 def _encoding(value: str | None) -> str:
