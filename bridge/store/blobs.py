@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Protocol
 
 from bridge.errors import StorageUnavailable
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class BlobStore(Protocol):
@@ -39,6 +42,7 @@ class FileBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
         self._make_directories()
 
     def _make_directories(self) -> None:
@@ -52,24 +56,27 @@ class FileBlobStore:
             _fsync_dir(self.root)
 
     def path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        if not _SHA256.fullmatch(sha256):
             raise KeyError(sha256)
         return self.root / sha256[0:2] / sha256
 
     def put(self, data: bytes) -> str:
+        # Plain strings for the paths: a put runs for every accepted message, every copy and
+        # every receipt, and pathlib's objects cost more than the system calls' Python side.
         sha = hashlib.sha256(data).hexdigest()
-        final = self.path(sha)
+        directory = os.path.join(self._root, sha[0:2])
+        final = os.path.join(directory, sha)
         try:
-            if final.exists():
-                _fsync_dir(final.parent)   # another put may have just renamed it, not yet fsynced
+            if os.path.exists(final):
+                _fsync_dir(directory)      # another put may have just renamed it, not yet fsynced
                 return sha
-            self._write(final, data)
+            self._write(directory, final, data)
         except OSError as exc:
             raise StorageUnavailable(f"writing blob {sha}: {exc}") from exc
         return sha
 
-    def _write(self, final: Path, data: bytes) -> None:
-        tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    def _write(self, directory: str, final: str, data: bytes) -> None:
+        tmp = f"{final[:-64]}.{final[-64:]}.{uuid.uuid4().hex}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(data)
@@ -78,11 +85,14 @@ class FileBlobStore:
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
             raise
         os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        _fsync_dir(directory)
 
     def get(self, sha256: str) -> bytes:
         try:
@@ -94,7 +104,7 @@ class FileBlobStore:
         return self.path(sha256).exists()
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: Path | str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
