@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable
 
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, Session
 
+from bridge.core import identities as ids
 from bridge.core.service import BridgeService, SessionInfo
 from bridge.errors import AuthenticationFailed, AuthorizationIdentityRefused, BridgeError
 from bridge.smtpserver import replies as r
@@ -121,10 +122,15 @@ class SubmissionHandler:
     async def handle_MAIL(self, server: Any, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
         try:
-            sender = await self.run_blocking(self.service.check_mail_from, session.auth_data, address,
-                                             server.session_info())
-        except BridgeError as exc:
-            return self._refusal(exc)
+            # The check itself is pure (core.identities): an allowed sender needs no thread hop.
+            # Anything else takes the service's path, which also records the refusal.
+            sender = ids.check_sender(session.auth_data, address)
+        except Exception:
+            try:
+                sender = await self.run_blocking(self.service.check_mail_from, session.auth_data, address,
+                                                 server.session_info())
+            except BridgeError as exc:
+                return self._refusal(exc)
         try:
             envelope.hold_until = future_release(mail_options, _now())
         except ValueError as exc:
