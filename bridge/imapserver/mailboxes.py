@@ -23,7 +23,6 @@ from bridge.core import mailboxnames as names
 from bridge.imapserver.errors import Bad, No
 from bridge.imapserver.parser import CLOSE, OPEN, Atom, Reader
 from bridge.imapserver.registry import AUTH, AUTHENTICATED, SEL, command
-from bridge.imapserver.responses import mailbox_name
 from bridge.store.mailboxes import SHARED_PREFIX, MailboxView, Refused
 
 if TYPE_CHECKING:
@@ -196,7 +195,7 @@ def _selected_by(req: ListRequest) -> Callable[[MailboxView | None], bool] | Non
                                                                            bool(box.special_use))
 
 
-def list_lines(tree: Tree, req: ListRequest) -> list[tuple[str, bytes]]:
+def list_lines(tree: Tree, req: ListRequest, wire: Callable[[str], bytes]) -> list[tuple[str, bytes]]:
     """(name, LIST response) for each name the request selects, in tree order."""
     matches = _matcher(req.reference, req.patterns)
     criteria = _selected_by(req)
@@ -216,20 +215,21 @@ def list_lines(tree: Tree, req: ListRequest) -> list[tuple[str, bytes]]:
             if hits:
                 extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
         attrs = " ".join(tree.attributes(name)).encode()
-        out.append((name, b"LIST (" + attrs + b') "/" ' + mailbox_name(name) + extra))
+        out.append((name, b"LIST (" + attrs + b') "/" ' + wire(name) + extra))
     return out
 
 
 @command("LIST", AUTH)
 async def list_(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
     req = _parse_list(args)
+    req.reference, req.patterns = s.name_in(req.reference), [s.name_in(p) for p in req.patterns]
     if req.patterns == [""] and not req.selection:
         # RFC 9051 section 6.3.9: the delimiter and the root of the reference's hierarchy.
         root = req.reference.split(DELIMITER, 1)[0] + DELIMITER if DELIMITER in req.reference else ""
-        s.untagged(b'LIST (\\Noselect) "/" ' + mailbox_name(root))
+        s.untagged(b'LIST (\\Noselect) "/" ' + s.name_out(root))
         return
     tree = Tree(await s.blocking(s.ctx.mailboxes.mailboxes, s.account_id()))
-    for name, line in list_lines(tree, req):
+    for name, line in list_lines(tree, req, s.name_out):
         s.untagged(line)
         box = tree.boxes[name]
         if req.status_items and box is not None:       # RFC 5819: right after its LIST line
@@ -241,7 +241,7 @@ async def list_(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
 
 @command("LSUB", AUTH)
 async def lsub(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
-    reference, pattern = args.text("reference"), args.text("mailbox pattern")
+    reference, pattern = s.name_in(args.text("reference")), s.name_in(args.text("mailbox pattern"))
     args.end()
     tree = Tree(await s.blocking(s.ctx.mailboxes.mailboxes, s.account_id()))
     matches = _matcher(reference, [pattern])
@@ -250,11 +250,11 @@ async def lsub(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
         if not matches(name):
             continue
         if box is not None and box.subscribed:
-            s.untagged(b'LSUB () "/" ' + mailbox_name(name))
+            s.untagged(b'LSUB () "/" ' + s.name_out(name))
         elif any(not matches(d) and (inferior := tree.boxes[d]) is not None and inferior.subscribed
                  for d in tree.descendants(name)):
             # RFC 3501 section 6.3.9: a "%" that hides subscribed inferiors shows their parent.
-            s.untagged(b'LSUB (\\Noselect) "/" ' + mailbox_name(name))
+            s.untagged(b'LSUB (\\Noselect) "/" ' + s.name_out(name))
 
 
 # --- STATUS ---------------------------------------------------------------------------
@@ -262,7 +262,7 @@ async def lsub(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
 
 @command("STATUS", AUTH)
 async def status(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
-    name = args.text("mailbox")
+    name = s.name_in(args.text("mailbox"))
     if not args.has_list():
         raise Bad("expected (status items)")
     items = _status_items(args.list_tokens("status items"))
@@ -279,7 +279,7 @@ async def _status_line(s: "ImapSession", box: MailboxView, items: list[str]) -> 
     values = {"UIDNEXT": view.uidnext, "UIDVALIDITY": view.uidvalidity, "RECENT": 0,
               "HIGHESTMODSEQ": view.highestmodseq, **counts}
     body = " ".join(f"{i} {values[i]}" for i in items).encode()
-    return b"STATUS " + mailbox_name(box.name) + b" (" + body + b")"
+    return b"STATUS " + s.name_out(box.name) + b" (" + body + b")"
 
 
 # --- SELECT, EXAMINE, UNSELECT, CLOSE ---------------------------------------------------
@@ -287,7 +287,7 @@ async def _status_line(s: "ImapSession", box: MailboxView, items: list[str]) -> 
 
 async def _select(s: "ImapSession", args: Reader, read_only: bool) -> str:
     from bridge.imapserver import qresync
-    name = args.text("mailbox")
+    name = s.name_in(args.text("mailbox"))
     params = qresync.select_params(args.list_tokens("select parameters"), s.enabled) \
         if args.has_list() else qresync.SelectParams()
     args.end()
@@ -380,7 +380,7 @@ async def _own(s: "ImapSession", name: str, verb: str) -> MailboxView:
 
 @command("CREATE", AUTH)
 async def create(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
-    name = args.text("mailbox")
+    name = s.name_in(args.text("mailbox"))
     args.end()
     if name.endswith(DELIMITER):     # RFC 9051 section 6.3.4: declares intent to create inferiors
         name = name[:-1]
@@ -389,7 +389,7 @@ async def create(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
 
 @command("DELETE", AUTH)
 async def delete(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
-    name = args.text("mailbox")
+    name = s.name_in(args.text("mailbox"))
     args.end()
     box = await _own(s, name, "deleted")
     # INBOX, the special-use mailboxes and Receipts stay (RFC 9051 section 6.3.5 forbids
@@ -399,7 +399,7 @@ async def delete(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
 
 @command("RENAME", AUTH)
 async def rename(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
-    old, new = args.text("mailbox"), args.text("new mailbox name")
+    old, new = s.name_in(args.text("mailbox")), s.name_in(args.text("new mailbox name"))
     args.end()
     box = await _own(s, old, "renamed")
     target = _new_name(new)
@@ -413,14 +413,14 @@ async def rename(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
 
 @command("SUBSCRIBE", AUTH)
 async def subscribe(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
-    name = args.text("mailbox")
+    name = s.name_in(args.text("mailbox"))
     args.end()
     await _change(s, "", s.ctx.mailboxes.subscribe, s.account_id(), name, True)
 
 
 @command("UNSUBSCRIBE", AUTH)
 async def unsubscribe(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
-    name = args.text("mailbox")
+    name = s.name_in(args.text("mailbox"))
     args.end()
     await _change(s, "shared mailboxes stay subscribed", s.ctx.mailboxes.subscribe, s.account_id(),
                   name, False)

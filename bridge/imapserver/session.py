@@ -20,9 +20,10 @@ from typing import Any
 from bridge.core.identities import Principal
 from bridge.core.service import BridgeService, SessionInfo
 from bridge.errors import BridgeError
-from bridge.imapserver import registry
+from bridge.imapserver import mutf7, registry
 from bridge.imapserver.errors import Bad, ImapError, No, from_bridge_error
 from bridge.imapserver.parser import Atom, ParseError, Reader, tokenize
+from bridge.imapserver.responses import mailbox_name
 from bridge.imapserver.registry import AUTHENTICATED, COMMANDS, NOT_AUTHENTICATED, SELECTED
 from bridge.imapserver.server import (MAX_LITERAL, MAX_LITERAL_UNAUTH, Connection, IdleTimeout,
                                       LineTooLong, LiteralRefused)
@@ -34,6 +35,7 @@ log = logging.getLogger("bridge.imap")
 
 MAX_BAD_COMMANDS = 20
 APPENDLIMIT = 32 * 1024 * 1024
+UTF8_NAMES = frozenset({"IMAP4REV2", "UTF8=ACCEPT"})     # names on the wire in UTF-8 (mutf7.py)
 
 
 @dataclass
@@ -223,6 +225,14 @@ class ImapSession:
 
     def untagged(self, line: bytes) -> None:
         self.conn.write(b"* " + line)
+
+    def name_in(self, text: str) -> str:
+        """The stored mailbox name the client means (modified UTF-7 unless UTF-8 is enabled)."""
+        return mutf7.name_in(text, bool(self.enabled & UTF8_NAMES))
+
+    def name_out(self, name: str) -> bytes:
+        """A stored mailbox name as this client reads it, quoted or as a literal."""
+        return mailbox_name(mutf7.name_out(name, bool(self.enabled & UTF8_NAMES)))
 
     async def blocking(self, fn: Any, *args: Any) -> Any:
         return await self.ctx.run_blocking(fn, *args)

@@ -206,7 +206,7 @@ async def _target(s: "ImapSession", name: str) -> MailboxView:
 async def _copy(s: "ImapSession", args: Reader, uid: bool, move: bool) -> str:
     sel = _selected(s)
     seqset = args.atom("sequence set")
-    name = args.text("mailbox")
+    name = s.name_in(args.text("mailbox"))
     args.end()
     uids = uids_for(sel, seqset, uid)
     if move and sel.read_only:
@@ -260,7 +260,7 @@ def parse_date_time(raw: bytes) -> dt.datetime:
 
 @command("APPEND", AUTH)
 async def append(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> str:
-    name = args.text("mailbox")
+    name = s.name_in(args.text("mailbox"))
     flags = parse_flags(args.list_tokens("flags")) if args.has_list() else []
     date = None
     if len(args.tokens) - args.pos >= 2:
