@@ -306,7 +306,10 @@ async def _select(s: "ImapSession", args: Reader, read_only: bool) -> str:
     s.untagged(b"%d EXISTS" % len(sel.uids))
     s.untagged(b"0 RECENT")
     s.untagged(b"FLAGS " + flag_list(system + keywords))
-    s.untagged(b"OK [PERMANENTFLAGS " + flag_list(system + keywords + ["\\*"]) + b"] flags permitted")
+    if read_only:                   # RFC 9051 section 7.1: nothing can be changed permanently
+        s.untagged(b"OK [PERMANENTFLAGS ()] read-only mailbox")
+    else:
+        s.untagged(b"OK [PERMANENTFLAGS " + flag_list(system + keywords + ["\\*"]) + b"] flags permitted")
     s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % sel.mailbox.uidvalidity)
     s.untagged(b"OK [UIDNEXT %d] predicted next UID" % sel.uidnext)
     s.untagged(b"OK [HIGHESTMODSEQ %d] highest" % sel.highestmodseq)

@@ -166,3 +166,27 @@ def test_modified_utf7_codec_follows_rfc_3501() -> None:
     for bad in ("&AC4-", "&Jjo!", "&U,BTF2XlZyyKng-x&", "&AOZ-", "&2D0-", "\u00e6", "&A", "a\x01"):
         assert mutf7.name_in(bad, utf8=False) == bad, bad           # not valid: taken literally
     assert mutf7.name_in("&AOY-", utf8=True) == "&AOY-"
+
+
+# --- SELECT and EXAMINE ----------------------------------------------------------------
+
+
+def test_examine_offers_no_permanent_flags_and_select_offers_them(sqlite_bridge: RunningBridge,
+                                                                  transcript: Opener) -> None:
+    # Apple Mail and Thunderbird decide from PERMANENTFLAGS whether flags and keywords can be set.
+    t = plain_login(sqlite_bridge, transcript)
+    append_sync(t, b"INBOX", note("Brev"), b"($label1) ")
+    lines = t.transact("OK", "EXAMINE INBOX")
+    assert re.fullmatch(rb"\* OK \[UIDVALIDITY \d+\] UIDs valid", lines[4])
+    assert lines[:4] + lines[5:] == [
+        b"* 1 EXISTS", b"* 0 RECENT", b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $label1)",
+        b"* OK [PERMANENTFLAGS ()] read-only mailbox",
+        b"* OK [UIDNEXT 2] predicted next UID", b"* OK [HIGHESTMODSEQ 2] highest",
+        b"t3 OK [READ-ONLY] EXAMINE completed"]
+    assert tagged(t.transact("NO", "UID STORE 1 +FLAGS (\\Seen)")).startswith(b"NO [")
+    assert body(t.transact("OK", "UID FETCH 1 (FLAGS BODY[TEXT])")) == [    # no \Seen on a read-only fetch
+        b"* 1 FETCH (UID 1 FLAGS ($label1) BODY[TEXT] {5}\r\nHej\r\n)"]
+    lines = t.transact("OK", 'select "INBOX"')
+    assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $label1 \\*)] flags permitted" \
+        in lines
+    assert lines[-1] == b"t6 OK [READ-WRITE] SELECT completed"
