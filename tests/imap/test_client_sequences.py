@@ -190,3 +190,259 @@ def test_examine_offers_no_permanent_flags_and_select_offers_them(sqlite_bridge:
     assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $label1 \\*)] flags permitted" \
         in lines
     assert lines[-1] == b"t6 OK [READ-WRITE] SELECT completed"
+
+
+# --- Thunderbird -----------------------------------------------------------------------
+
+
+def test_thunderbird_connect_and_first_sync(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    assert body(t.transact("OK", 'ID ("name" "Thunderbird" "version" "128.5.0")')) == [
+        b'* ID ("name" "dp2bridge" "vendor" "dp2bridge")']
+    caps = set(body(t.transact("OK", "capability"))[0].split()[2:])
+    assert {b"IMAP4rev1", b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"LIST-EXTENDED",
+            b"CONDSTORE", b"LITERAL+", b"ID", b"ENABLE", b"UNSELECT", b"CHILDREN"} <= caps
+    assert body(t.transact("OK", "namespace")) == [b'* NAMESPACE (("" "/")) NIL (("Shared/" "/"))']
+    assert body(t.transact("OK", 'list (special-use) "" "*"')) == [
+        b'* LIST (\\HasNoChildren \\Archive \\Subscribed) "/" "Archive"',
+        b'* LIST (\\HasNoChildren \\Drafts \\Subscribed) "/" "Drafts"',
+        b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "/" "Sent"',
+        b'* LIST (\\HasNoChildren \\Trash \\Subscribed) "/" "Trash"']
+    subscribed = body(t.transact("OK", 'LIST (SUBSCRIBED) "" "*" RETURN (SPECIAL-USE)'))
+    assert subscribed[0] == b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"' and len(subscribed) == 6
+    assert body(t.transact("OK", 'lsub "" "*"')) == [
+        b'* LSUB () "/" "%s"' % n for n in (b"INBOX", b"Archive", b"Drafts", b"Receipts", b"Sent", b"Trash")]
+    assert body(t.transact("OK", 'list "" "INBOX"')) == [b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"']
+    append_sync(t, b"INBOX", note("Et"))
+    append_sync(t, b"INBOX", note("To"), b"(\\Seen) ")
+    lines = t.transact("OK", 'select "INBOX"')
+    assert lines[:2] == [b"* 2 EXISTS", b"* 0 RECENT"] and lines[-1].endswith(b"OK [READ-WRITE] SELECT completed")
+    assert body(t.transact("OK", "UID fetch 1:* (FLAGS)")) == [
+        b"* 1 FETCH (UID 1 FLAGS ())", b"* 2 FETCH (UID 2 FLAGS (\\Seen))"]
+    headers = body(t.transact("OK", f"UID fetch 1 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS ({TB_HEADERS})])"))
+    assert len(headers) == 1 and headers[0].startswith(
+        b"* 1 FETCH (UID 1 RFC822.SIZE %d FLAGS () BODY[HEADER.FIELDS (%s)] {" % (len(note("Et")), TB_HEADERS.encode()))
+    assert b"\r\nSubject: Et\r\n" in headers[0] and b"MIME-Version" not in headers[0]
+    assert body(t.transact("OK", "UID fetch 1 (UID RFC822.SIZE FLAGS BODY.PEEK[])"))[0].endswith(
+        b"\r\n\r\nHej\r\n)")
+    assert body(t.transact("OK", "uid store 1 +FLAGS (\\Seen)")) == [b"* 1 FETCH (UID 1 FLAGS (\\Seen))"]
+    assert body(t.transact("OK", 'STATUS "Sent" (UIDNEXT MESSAGES UNSEEN RECENT)')) == [
+        b'* STATUS "Sent" (UIDNEXT 1 MESSAGES 0 UNSEEN 0 RECENT 0)']
+    assert body(t.transact("OK", "noop")) == []
+    bye = t.transact("OK", "logout")
+    assert bye[0] == b"* BYE dp2bridge logging out" and tagged(bye) == b"OK LOGOUT completed"
+
+
+def test_thunderbird_sent_copy_draft_save_and_draft_delete(sqlite_bridge: RunningBridge,
+                                                           transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    sent = append_sync(t, b'"Sent"', note("Sendt"), b"(\\Seen) ")
+    assert re.fullmatch(rb"t\d+ OK \[APPENDUID \d+ 1\] APPEND completed", sent[-1])
+    assert tagged(append_sync(t, b'"Sendte elementer"', note("Sendt"), b"(\\Seen) ")) == \
+        b"NO [TRYCREATE] no such mailbox"
+    t.transact("OK", 'select "Drafts"')
+    draft = append_sync(t, b'"Drafts"', note("Udkast 1"), b"(\\Seen \\Draft) ")
+    assert draft[0] == b"* 1 EXISTS"                                   # into the selected mailbox
+    uidvalidity = re.search(rb"APPENDUID (\d+) 1\]", draft[-1]).group(1)  # type: ignore[union-attr]
+    draft2 = append_sync(t, b'"Drafts"', note("Udkast 2"), b"(\\Seen \\Draft) ")
+    assert draft2[0] == b"* 2 EXISTS" and b"[APPENDUID %s 2]" % uidvalidity in draft2[-1]
+    # Thunderbird replaces the old draft: flag it \Deleted and expunge just that UID (UIDPLUS).
+    assert body(t.transact("OK", "uid store 1 +FLAGS (\\Deleted)")) == [
+        b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Draft \\Seen))"]
+    assert body(t.transact("OK", "UID EXPUNGE 1")) == [b"* 1 EXPUNGE"]
+    assert body(t.transact("OK", "UID fetch 1:* (FLAGS)")) == [b"* 1 FETCH (UID 2 FLAGS (\\Draft \\Seen))"]
+
+
+def test_thunderbird_move_copy_and_empty_trash(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    for n in range(4):
+        append_sync(t, b"INBOX", note(f"Brev {n}"))
+    t.transact("OK", 'select "INBOX"')
+    moved = t.transact("OK", 'UID MOVE 2 "Archive"')
+    assert re.fullmatch(rb"\* OK \[COPYUID \d+ 2 1\] moved", moved[0])
+    assert moved[1:] == [b"* 2 EXPUNGE", b"t7 OK MOVE completed"]
+    # Thunderbird without MOVE, and K-9: COPY, flag \Deleted, UID EXPUNGE.
+    copied = t.transact("OK", 'UID COPY 3:4 "Trash"')
+    assert re.fullmatch(rb"t8 OK \[COPYUID \d+ 3:4 1:2\] COPY completed", copied[0])
+    assert body(t.transact("OK", "UID STORE 3:4 +FLAGS.SILENT (\\Deleted)")) == []
+    assert body(t.transact("OK", "UID EXPUNGE 3:4")) == [b"* 3 EXPUNGE", b"* 2 EXPUNGE"]
+    assert tagged(t.transact("NO", 'UID MOVE 1 "Papirkurv"')) == b"NO [TRYCREATE] no such mailbox"
+    assert body(t.transact("OK", "UID MOVE 99 Trash")) == []             # no such UID: nothing to do
+    # Empty Trash: select it, flag everything, EXPUNGE.
+    t.transact("OK", 'select "Trash"')
+    assert body(t.transact("OK", "UID STORE 1:* +FLAGS.SILENT (\\Deleted)")) == []
+    assert body(t.transact("OK", "expunge")) == [b"* 2 EXPUNGE", b"* 1 EXPUNGE"]
+    assert body(t.transact("OK", 'STATUS "INBOX" (MESSAGES)')) == [b'* STATUS "INBOX" (MESSAGES 1)']
+    assert body(t.transact("OK", 'STATUS "Archive" (MESSAGES)')) == [b'* STATUS "Archive" (MESSAGES 1)']
+
+
+def test_thunderbird_smime_signed_message(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    append_sync(t, b"INBOX", SIGNED)
+    t.transact("OK", 'select "INBOX"')
+    assert body(t.transact("OK", "UID fetch 1 (BODYSTRUCTURE)")) == [
+        b"* 1 FETCH (UID 1 BODYSTRUCTURE " + SIGNED_STRUCTURE + b")"]
+    start = SIGNED.index(b"--------------ms010203\r\n") + len(b"--------------ms010203\r\n")
+    first = SIGNED[start:SIGNED.index(b"\r\n--------------ms010203\r\nContent-Type: application")]
+    # The signed part, byte-exact, MIME header included: what the signature covers.
+    mime, text = first.split(b"\r\n\r\n", 1)
+    assert body(t.transact("OK", "UID fetch 1 (BODY.PEEK[1.MIME] BODY.PEEK[1])")) == [
+        b"* 1 FETCH (UID 1 BODY[1.MIME] {%d}\r\n%s\r\n\r\n BODY[1] {%d}\r\n%s)" % (len(mime) + 4, mime, len(text), text)]
+    p7s = body(t.transact("OK", "UID fetch 1 (BODY.PEEK[2])"))[0]
+    assert p7s.endswith(b"{74}\r\nMIAGCSqGSIb3DQEHAqCAMIACAQExDzANBglghkgBZQMEAgEFADCABgkqhkiG9w0BBwEAAKCC\r\n)")
+    assert body(t.transact("OK", "UID fetch 1 (FLAGS)")) == [b"* 1 FETCH (UID 1 FLAGS ())"]   # PEEK
+
+
+def test_thunderbird_idle_sees_mail_filed_by_another_session(sqlite_bridge: RunningBridge,
+                                                              transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    t.transact("OK", 'select "INBOX"')
+    t.send(b"t9 IDLE\r\n")
+    assert t.readline() == b"+ idling"
+    other = plain_login(sqlite_bridge, transcript)
+    append_sync(other, b"INBOX", note("Ny post"))
+    assert t.readline() == b"* 1 EXISTS"
+    t.send(b"DONE\r\n")
+    assert t.readline() == b"t9 OK IDLE completed"
+    assert body(t.transact("OK", "UID fetch 1:* (FLAGS)")) == [b"* 1 FETCH (UID 1 FLAGS ())"]
+
+
+# --- Outlook, Apple Mail, K-9/FairEmail, mutt, Evolution ------------------------------------
+
+
+def test_outlook_selects_without_list_and_fetches_envelopes(sqlite_bridge: RunningBridge,
+                                                             transcript: Opener) -> None:
+    t = transcript(sqlite_bridge)
+    t.transact("OK", f"LOGIN {ANNA} {PASSWORDS[ANNA]}")
+    append_sync(t, b"INBOX", SIGNED, b'(\\Seen) "27-Nov-2026 10:00:00 +0100" ')
+    lines = t.transact("OK", "SELECT INBOX")                          # no LIST before it
+    assert lines[0] == b"* 1 EXISTS" and lines[-1].endswith(b"OK [READ-WRITE] SELECT completed")
+    anna = b'(("Anna Borger" NIL "anna" "borger.dp2.test"))'
+    assert body(t.transact("OK", "UID FETCH 1:* (UID FLAGS ENVELOPE INTERNALDATE RFC822.SIZE)")) == [
+        b'* 1 FETCH (UID 1 FLAGS (\\Seen) ENVELOPE ("Fri, 27 Nov 2026 10:00:00 +0100" '
+        b'"=?UTF-8?Q?K=C3=A6re_sagsbehandler?=" ' + anna + b" " + anna + b" " + anna +
+        b' (("Jobcenter, Aarhus" NIL "jobcenter" "kommune.dp2.test")) NIL NIL NIL "<tb-1@borger.dp2.test>") '
+        b'INTERNALDATE "27-Nov-2026 09:00:00 +0000" RFC822.SIZE %d)' % len(SIGNED)]
+    assert body(t.transact("OK", "UID STORE 1 +FLAGS (\\Deleted)")) == [b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Seen))"]
+    assert body(t.transact("OK", "EXPUNGE")) == [b"* 1 EXPUNGE"]
+    assert body(t.transact("OK", "CHECK")) == []
+
+
+def test_apple_mail_condstore_resync(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    t.transact("OK", 'ID ("name" "Mac OS X Mail" "version" "16.0 (3774)" "os" "macOS")')
+    assert body(t.transact("OK", 'LIST "" ""')) == [b'* LIST (\\Noselect) "/" ""']
+    for n in range(3):
+        append_sync(t, b"INBOX", note(f"Brev {n}"))
+    status = body(t.transact("OK", "STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"))[0]
+    modseq = int(re.search(rb"HIGHESTMODSEQ (\d+)", status).group(1))  # type: ignore[union-attr]
+    other = plain_login(sqlite_bridge, transcript)                     # the phone reads one meanwhile
+    other.transact("OK", "SELECT INBOX")
+    other.transact("OK", "UID STORE 2 +FLAGS.SILENT (\\Seen)")
+    lines = t.transact("OK", "SELECT INBOX (CONDSTORE)")
+    assert b"* OK [HIGHESTMODSEQ %d] highest" % (modseq + 1) in lines
+    assert body(t.transact("OK", f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq})")) == [
+        b"* 2 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (%d))" % (modseq + 1)]
+    assert body(t.transact("OK", "UID SEARCH 1:* UNDELETED")) == [b"* SEARCH 1 2 3"]
+    assert body(t.transact("OK", "UID FETCH 3 (BODY.PEEK[HEADER.FIELDS (date subject from message-id)])")) == [
+        b"* 3 FETCH (UID 3 BODY[HEADER.FIELDS (date subject from message-id)] {%d}\r\n"
+        % len(b"From: Anna Borger <anna@borger.dp2.test>\r\nSubject: Brev 2\r\nDate: Fri, 27 Nov 2026 10:00:00 +0100\r\n"
+              b"Message-ID: <" + str(abs(hash("Brev 2"))).encode() + b"@borger.dp2.test>\r\n\r\n") +
+        b"From: Anna Borger <anna@borger.dp2.test>\r\nSubject: Brev 2\r\nDate: Fri, 27 Nov 2026 10:00:00 +0100\r\n"
+        b"Message-ID: <" + str(abs(hash("Brev 2"))).encode() + b"@borger.dp2.test>\r\n\r\n)"]
+
+
+def test_k9_and_fairemail_sync(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    for n in range(3):
+        append_sync(t, b"INBOX", note(f"Brev {n}", body="Linje\r\n" * 40))
+    t.transact("OK", 'SELECT "INBOX"')
+    t.transact("OK", "UID STORE 2 +FLAGS.SILENT (\\Deleted)")
+    assert body(t.transact("OK", "UID SEARCH 1:* NOT DELETED")) == [b"* SEARCH 1 3"]
+    k9 = ("UID FETCH 3 (UID INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (date subject from content-type to "
+          "cc reply-to message-id references in-reply-to X-K9mail-Identity Chat-Version)])")
+    assert b"Subject: Brev 2\r\n" in body(t.transact("OK", k9))[0]
+    raw = note("Brev 2", body="Linje\r\n" * 40)
+    assert body(t.transact("OK", "UID FETCH 3 (UID RFC822.SIZE BODY.PEEK[]<0.100>)")) == [
+        b"* 3 FETCH (UID 3 RFC822.SIZE %d BODY[]<0> {100}\r\n%s)" % (len(raw), raw[:100])]
+    assert body(t.transact("OK", "UID FETCH 3 (UID BODY.PEEK[1]<0.14>)")) == [
+        b"* 3 FETCH (UID 3 BODY[1]<0> {14}\r\nLinje\r\nLinje\r\n)"]
+    assert body(t.transact("OK", "UID FETCH 1:3 (UID FLAGS)")) == [
+        b"* 1 FETCH (UID 1 FLAGS ())", b"* 2 FETCH (UID 2 FLAGS (\\Deleted))", b"* 3 FETCH (UID 3 FLAGS ())"]
+
+
+def test_mutt_sync_and_append(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    assert body(t.transact("OK", 'LIST "" "%"'))[0] == b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"'
+    appended = append_sync(t, b'"Sent"', note("Fra mutt"), b'(\\Seen) "27-Nov-2026 10:00:00 +0100" ')
+    assert tagged(appended).endswith(b"APPEND completed")
+    t.transact("OK", 'SELECT "Sent"')
+    mutt = ("FETCH 1:1 (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (DATE FROM SENDER SUBJECT TO "
+            "CC MESSAGE-ID REFERENCES CONTENT-TYPE CONTENT-DESCRIPTION IN-REPLY-TO REPLY-TO LINES LIST-POST "
+            "X-LABEL X-ORIGINAL-TO)])")
+    line = body(t.transact("OK", mutt))[0]
+    assert line.startswith(b'* 1 FETCH (UID 1 FLAGS (\\Seen) INTERNALDATE "27-Nov-2026 09:00:00 +0000" RFC822.SIZE ')
+    assert body(t.transact("OK", "UID STORE 1 -FLAGS.SILENT (\\Seen)")) == []
+    assert body(t.transact("OK", "UID STORE 1 +FLAGS.SILENT (\\Flagged \\Answered)")) == []
+    assert body(t.transact("OK", "FETCH 1 (FLAGS)")) == [b"* 1 FETCH (FLAGS (\\Answered \\Flagged))"]
+    assert body(t.transact("OK", 'STATUS "INBOX" (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN)'))[0].startswith(
+        b'* STATUS "INBOX" (MESSAGES 0 RECENT 0 UIDNEXT 1 UIDVALIDITY ')
+
+
+def test_evolution_list_status_and_qresync(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    append_sync(t, b"INBOX", note("Et"))
+    append_sync(t, b"INBOX", note("To"))
+    lines = body(t.transact("OK", 'LIST "" "*" RETURN (SUBSCRIBED CHILDREN SPECIAL-USE STATUS '
+                                  '(MESSAGES UNSEEN UIDVALIDITY UIDNEXT HIGHESTMODSEQ))'))
+    assert lines[0] == b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"'
+    assert re.fullmatch(rb'\* STATUS "INBOX" \(MESSAGES 2 UNSEEN 2 UIDVALIDITY (\d+) UIDNEXT 3 HIGHESTMODSEQ 3\)',
+                        lines[1])
+    uidvalidity = int(re.search(rb"UIDVALIDITY (\d+)", lines[1]).group(1))  # type: ignore[union-attr]
+    assert len(lines) == 12                                            # six mailboxes, LIST + STATUS each
+    assert body(t.transact("OK", "ENABLE QRESYNC")) == [b"* ENABLED QRESYNC"]
+    t.transact("OK", "SELECT INBOX")
+    t.transact("OK", "UID STORE 1 +FLAGS.SILENT (\\Deleted)")
+    t.transact("OK", "UID EXPUNGE 1")
+    t.transact("OK", "UNSELECT")
+    lines = t.transact("OK", f"SELECT INBOX (QRESYNC ({uidvalidity} 3 1:2))")
+    assert b"* VANISHED (EARLIER) 1" in lines and lines[0] == b"* 1 EXISTS"
+    assert tagged(lines) == b"OK [READ-WRITE] SELECT completed"
+
+
+def test_search_charset_utf8_with_danish_letters(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    append_sync(t, b"INBOX", SIGNED)                                  # Subject: =?UTF-8?Q?K=C3=A6re_...?=
+    append_sync(t, b"INBOX", note("=?utf-8?q?Afg=C3=B8relse?=", body="Se afg\u00f8relsen.\r\n"))
+    append_sync(t, b"INBOX", note("Ingen"))
+    t.transact("OK", 'SELECT "INBOX"')
+    assert body(t.transact("OK", b"SEARCH CHARSET UTF-8 SUBJECT {4+}\r\nK\xc3\xa6r")) == [b"* SEARCH 1"]
+    assert body(t.transact("OK", b'UID SEARCH CHARSET UTF-8 SUBJECT "afg\xc3\xb8relse"')) == [b"* SEARCH 2"]
+    assert body(t.transact("OK", b"UID SEARCH CHARSET UTF-8 TEXT {8+}\r\nafg\xc3\xb8rel")) == [b"* SEARCH 2"]
+    assert body(t.transact("OK", b"SEARCH CHARSET UTF-8 OR SUBJECT {4+}\r\nk\xc3\xa6r BODY {11+}\r\nafg\xc3\xb8relsen"
+                           )) == [b"* SEARCH 1 2"]
+    assert tagged(t.transact("NO", b"SEARCH CHARSET ISO-8859-1 SUBJECT {3+}\r\nK\xe6r")) == \
+        b"NO [BADCHARSET (UTF-8 US-ASCII)] unsupported charset"
+
+
+def test_literal8_append_and_binary_fetch(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    t = plain_login(sqlite_bridge, transcript)
+    raw = note("Bin\u00e6r", body="K\u00e6re Anna\r\n")
+    assert tagged(t.transact("OK", b"APPEND INBOX (\\Seen) ~{%d+}\r\n%s" % (len(raw), raw))).endswith(
+        b"APPEND completed")
+    t.transact("OK", "SELECT INBOX")
+    assert body(t.transact("OK", "UID FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])")) == [
+        b"* 1 FETCH (UID 1 BINARY[1] {12}\r\nK\xc3\xa6re Anna\r\n BINARY.SIZE[1] 12)"]
+
+
+def test_extensions_answered_bad_are_not_advertised(sqlite_bridge: RunningBridge, transcript: Opener) -> None:
+    # Thunderbird sends GETQUOTAROOT, MYRIGHTS, XLIST and COMPRESS only when the capability is
+    # offered; each is unknown here, so none may be offered.
+    t = plain_login(sqlite_bridge, transcript)
+    caps = body(t.transact("OK", "CAPABILITY"))[0].split()[2:]
+    assert not [c for c in caps if c.split(b"=")[0] in (b"QUOTA", b"ACL", b"RIGHTS", b"XLIST", b"COMPRESS",
+                                                       b"X-GM-EXT-1", b"NOTIFY", b"MULTIAPPEND", b"METADATA")]
+    for command in ("GETQUOTAROOT INBOX", "MYRIGHTS INBOX", 'XLIST "" "*"', "COMPRESS DEFLATE", "GETACL INBOX"):
+        assert tagged(t.transact("BAD", command)) == b"BAD unknown command"
+    assert body(t.transact("OK", "NOOP")) == []
+
