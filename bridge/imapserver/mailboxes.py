@@ -48,11 +48,13 @@ async def resolve(s: "ImapSession", name: str) -> MailboxView:
 
 
 async def recheck_selected(s: "ImapSession", states: frozenset[str]) -> None:
-    """Before every command: is the selected shared mailbox still granted?  If not, close
-    it (`* OK [CLOSED]`); a command that needs a selected mailbox then gets NONEXISTENT,
-    others (NOOP, LOGOUT, LIST, SELECT...) run in the authenticated state."""
+    """Before every command: is the selected shared mailbox still granted, and the selected
+    mailbox still there?  If not, close it (`* OK [CLOSED]`); a command that needs a
+    selected mailbox then gets NONEXISTENT, others (NOOP, LOGOUT, LIST, SELECT...) run in
+    the authenticated state.  An own mailbox goes away only by DELETE, which announces
+    itself on the mailbox's event queue, so it is looked up only after an event."""
     sel = s.selected
-    if sel is None or not sel.mailbox.shared:
+    if sel is None or (not sel.mailbox.shared and (sel.queue is None or sel.queue.empty())):
         return
     if await s.blocking(s.ctx.mailboxes.can_access, s.account_id(), sel.mailbox.id):
         return
@@ -398,6 +400,10 @@ async def delete(s: "ImapSession", tag: bytes, args: Reader, uid: bool) -> None:
     # INBOX, the special-use mailboxes and Receipts stay (RFC 9051 section 6.3.5 forbids
     # deleting INBOX; the others are where the bridge files letters, sent mail and receipts).
     await _change(s, "this mailbox cannot be deleted", s.ctx.mailboxes.delete, s.account_id(), box.name)
+    if s.selected is not None and s.selected.mailbox.id == box.id:
+        s.unselect()
+        s.untagged(b"OK [CLOSED] mailbox deleted")
+    s.notify_changed(box.id)                # sessions that have it selected close it (recheck_selected)
 
 
 @command("RENAME", AUTH)

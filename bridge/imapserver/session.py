@@ -187,8 +187,8 @@ class ImapSession:
         cmd = COMMANDS.get(name)
         if cmd is None or (uid and not cmd.uid):
             raise Bad("unknown command")                 # counted in _reply_error, like every BAD
-        if self.selected is not None and self.selected.mailbox.shared:
-            await mailboxes.recheck_selected(self, cmd.states)   # a grant may have been revoked
+        if self.selected is not None:       # a grant may have been revoked, a mailbox deleted
+            await mailboxes.recheck_selected(self, cmd.states)
         if self.state not in cmd.states:
             raise Bad(_state_text(self.state))
         ok = await cmd.handler(self, tag, args, uid)
@@ -280,7 +280,9 @@ class ImapSession:
         while sel.queue is not None and not sel.queue.empty():
             sel.queue.get_nowait()                 # events up to now are covered by this read
         view, changed, gone = await self.blocking(self.ctx.mailboxes.changes, sel.mailbox.id, sel.synced)
-        if view is None:
+        if view is None:                           # deleted by another session (DELETE)
+            self.unselect()
+            self.untagged(b"OK [CLOSED] mailbox deleted")
             return
         sel.gone.update(uid for uid in gone if uid in sel.uids)
         if expunges and sel.gone:

@@ -446,3 +446,32 @@ def test_extensions_answered_bad_are_not_advertised(sqlite_bridge: RunningBridge
         assert tagged(t.transact("BAD", command)) == b"BAD unknown command"
     assert body(t.transact("OK", "NOOP")) == []
 
+
+# --- a selected mailbox deleted ----------------------------------------------------------
+
+
+def test_deleting_the_selected_mailbox_closes_it_for_every_session(sqlite_bridge: RunningBridge,
+                                                                   transcript: Opener) -> None:
+    # Thunderbird on the desktop has "Gammelt" selected (one session idling, one not) while the
+    # phone deletes the folder: no SERVERBUG, no STORE into a mailbox that is gone.
+    desktop, idler, phone = (plain_login(sqlite_bridge, transcript) for _ in range(3))
+    phone.transact("OK", "CREATE Gammelt")
+    append_sync(phone, b"Gammelt", note("Gammelt brev"))
+    desktop.transact("OK", "SELECT Gammelt")
+    idler.transact("OK", "SELECT Gammelt")
+    idler.send(b"i1 IDLE\r\n")
+    assert idler.readline() == b"+ idling"
+    phone.transact("OK", "DELETE Gammelt")
+    assert idler.readline() == b"* OK [CLOSED] mailbox deleted"
+    idler.send(b"DONE\r\n")
+    assert idler.readline() == b"i1 OK IDLE completed"
+    lines = desktop.transact("NO", "UID STORE 1 +FLAGS (\\Seen)")
+    assert lines[0] == b"* OK [CLOSED] mailbox closed" and tagged(lines) == b"NO [NONEXISTENT] no such mailbox"
+    assert tagged(desktop.transact("BAD", "UID FETCH 1:* (FLAGS)")) == b"BAD select a mailbox first"
+    assert tagged(desktop.transact("NO", "SELECT Gammelt")) == b"NO [NONEXISTENT] no such mailbox"
+    # Deleting the mailbox one has selected (Thunderbird deleting a folder it shows) closes it.
+    desktop.transact("OK", "CREATE Tom")
+    desktop.transact("OK", "SELECT Tom")
+    assert desktop.transact("OK", "DELETE Tom")[0] == b"* OK [CLOSED] mailbox deleted"
+    assert tagged(desktop.transact("BAD", "UID FETCH 1:* (FLAGS)")) == b"BAD select a mailbox first"
+    assert body(desktop.transact("OK", "NOOP")) == [] and body(idler.transact("OK", "NOOP")) == []
