@@ -208,6 +208,6 @@ class HotStatements:
         self.insert_receipt_message = Prepared(
             insert(_MSG) if sqlite else insert(_MSG).returning(_MSG.c.id), dialect, _RECEIPT_MESSAGE_COLUMNS,
             returning=not sqlite)
-        self.receipt_filed_as = Prepared(update(_RECEIPT).where(_RECEIPT.c.id == bindparam("receipt_id")).values(
-            filed_message_id=bindparam("filed_pk")), dialect)
+        self.receipt_filed_as = Prepared(update(_RECEIPT).where(
+            _RECEIPT.c.id == bindparam("receipt_id")).values(filed_message_id=bindparam("filed_pk")), dialect)
 
