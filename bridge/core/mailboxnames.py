@@ -5,9 +5,10 @@ A name is a "/"-separated path of components.  It is refused when it is empty, l
 than MAX_NAME_BYTES, has an empty component (leading, trailing or doubled "/"), a "." or
 ".." component, a leading "~", a wildcard ("*", "%"), or a control or invisible
 formatting character (Unicode categories Cc, Cf, Cs, Co: no bidi overrides either).
-Names are UTF-8 (IMAP4rev2, RFC 9051 section 5.1); a modified UTF-7 name sent by an
-IMAP4rev1 client (such as "&AOk-") is taken literally and never decoded, so "&AC4-&AC4-"
-is a folder of that literal name, never "..".  The first component "INBOX" is
+Names here are UTF-8 (IMAP4rev2, RFC 9051 section 5.1).  The IMAP edge converts the
+modified UTF-7 of IMAP4rev1 clients (RFC 3501 section 5.1.3, imapserver/mutf7.py) before a
+name reaches this module, strictly: text that is not valid modified UTF-7 stays literal,
+so "&AC4-&AC4-" is a folder of that literal name, never "..".  The first component "INBOX" is
 case-insensitive (RFC 9051 section 5.1) and canonically upper case.  The first component
 "Shared" (any case) is the shared namespace: no account may create names in it.
 """
