@@ -112,7 +112,8 @@ def base64_body(data: bytes) -> bytes:
 
 def quoted_printable(text: str) -> bytes:
     """`text` (lines ending in LF) as UTF-8 quoted-printable with CRLF line ends.
-    A leading "." or "From " is encoded too, so no mail store or MTA rewrites it."""
+    A "." or "From " at the start of a line, or of a piece after a soft break, is encoded
+    too, so no mail store or MTA rewrites it."""
     return CRLF.join(_qp_line(line.encode("utf-8", "replace")) for line in text.split("\n"))
 
 
@@ -137,14 +138,18 @@ def _qp_line(line: bytes) -> bytes:
     # RFC 2045 §6.7 rule 5: at most 76 characters, a soft break "=" included.  Greedy:
     # 75 characters and "=" a line, an escape ("=" and two hex digits, the only "=" in
     # `enc`) never split; the rest goes on the last line when it fits in 76.
+    # A piece after a soft break is a line of its own to a mail store or MTA: a "." or
+    # "From " at its start is encoded as at a line's start.
     out: list[bytes] = []
-    pos, end = 0, len(enc)
-    while end - pos > 76:
+    pos = 0
+    while len(enc) - pos > 76:
         cut = pos + 75
         if enc[cut - 1] == 0x3D:
             cut -= 1
         elif enc[cut - 2] == 0x3D:
             cut -= 2
+        if enc[cut] == 0x2E or enc.startswith(b"From ", cut):
+            enc = enc[:cut] + _QP_ESCAPES[enc[cut:cut + 1]] + enc[cut + 1:]
         out.append(enc[pos:cut])
         pos = cut
     out.append(enc[pos:])
