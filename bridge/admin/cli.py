@@ -5,7 +5,8 @@
 trace.py, verify.py) that adds its verbs to the one parser.  Commands call core.admin or the store.  Secrets are read from stdin
 (`--password-stdin`) or printed once when generated; never taken from the
 command line.  Errors print what was wrong and what to do: exit 1 for a
-refused command, 2 for configuration or usage problems.  Admin commands work
+refused command, 2 for configuration or usage problems, 130 when interrupted
+(Ctrl-C); no traceback ever (failures.py).  Admin commands work
 while `serve` runs: they share the database, not the process.
 """
 
@@ -22,11 +23,13 @@ from bridge.admin import accounts, certs, contact_points, tenants
 from bridge.admin import audit, consent, trace, verify
 from bridge.admin import pgp
 from bridge.admin import tokens
+from bridge.admin import failures
 from bridge.admin.context import Context
 from bridge.errors import BridgeError, ConfigError
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130                  # 128 + SIGINT, as shells report it
 
 INIT_HELP = """\
 Create a home directory: DIR/bridge.toml, a development CA and server
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     ctx = Context(args)
     func: Callable[[Context], int] = args.func
@@ -163,29 +167,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:                  # e.g. `dp2bridge account list | head -1`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_REFUSED
+    except KeyboardInterrupt:                # Ctrl-C: a transaction not yet committed is rolled back
+        print("\ndp2bridge: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:
-        text = _database_problem(exc, ctx)
+        text = _known_problem(exc, ctx)
         if text is None:
-            raise
+            if os.environ.get(failures.TRACEBACK_ENV):
+                raise
+            text = failures.crash_report(exc, argv)
         print(f"dp2bridge: {text}", file=sys.stderr)
         return EXIT_REFUSED
     finally:
         ctx.close()
 
 
-def _database_problem(exc: Exception, ctx: Context) -> str | None:
-    """A readable text for a database the command could not use, else None (a bug: re-raised)."""
-    from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-    if not isinstance(exc, DBAPIError):
+def _known_problem(exc: Exception, ctx: Context) -> str | None:
+    """A readable text for a file or database the command could not use, else None (a bug)."""
+    if isinstance(exc, OSError):
+        return failures.os_problem(exc)
+    if ctx.loaded_config is None:
         return None
-    where = ctx.config.database_url.split("@")[-1]       # no user or password in the output
-    if isinstance(exc, OperationalError):
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        return (f"cannot use the database ({where}): {first} (hint: is the database server running, "
-                f"and is database.url in {ctx.config.path} right?)")
-    if isinstance(exc, IntegrityError):
-        return "the change conflicts with one made at the same time; look with the list command and retry"
-    return f"database error ({where}): {type(exc.orig or exc).__name__}"
+    return failures.database_problem(exc, ctx.loaded_config.database_url, ctx.loaded_config.path)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,6 +41,11 @@ class Context:
         return self._config
 
     @property
+    def loaded_config(self) -> Config | None:
+        """The config if a command has read it, else None (never reads it)."""
+        return self._config
+
+    @property
     def store(self) -> Any:
         """The SQL store, refusing a database that does not exist or is not migrated."""
         if self._store is None:

@@ -1,0 +1,114 @@
+"""How `dp2bridge` fails: a message that says what was wrong and what to do, the right exit
+code, and never a traceback or exception text.
+
+In-process runs (`cli`) check messages; runs of the real executable (`run_exe`) check what
+depends on the process: exit codes, signals, what reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from bridge.admin import tenants
+from bridge.admin.cli import main
+from bridge.config import Config
+
+EXE = Path(sys.executable).with_name("dp2bridge")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """run("tenant", "list") -> Result, in-process; usage errors give argparse's exit code."""
+    def run(*argv: object, stdin: str = "") -> Result:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+    return run
+
+
+@pytest.fixture
+def cfg(sqlite_home: Config, monkeypatch: pytest.MonkeyPatch) -> Config:
+    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(sqlite_home.path))
+    monkeypatch.delenv("DP2BRIDGE_TRACEBACK", raising=False)
+    return sqlite_home
+
+
+def no_internals(text: str) -> None:
+    """No traceback, exception class name or Python repr in text a user reads."""
+    for word in ("Traceback", "Error:", "Errno", "Exception", "(most recent call", "('"):
+        assert word not in text, text
+
+
+# --- bugs and Ctrl-C -------------------------------------------------------------------
+
+def test_a_bug_prints_no_traceback_but_where_the_details_are(cfg: Config, cli: Cli,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(ctx: object) -> int:
+        raise ValueError("secret-looking internals")
+    monkeypatch.setattr(tenants, "cmd_list", broken)     # a stand-in for a bug in a command
+    r = cli("tenant", "list")
+    assert r.code == 1
+    assert "internal error in `dp2bridge tenant list`: this is a bug" in r.err
+    assert "secret-looking internals" not in r.err
+    no_internals(r.err)
+    report = Path(r.err.split("the details are in ")[1].split(";")[0])
+    try:
+        assert report.stat().st_mode & 0o077 == 0                  # private to the user
+        text = report.read_text()
+        assert "ValueError: secret-looking internals" in text and "Traceback" in text
+    finally:
+        report.unlink()
+
+
+def test_a_bug_with_the_traceback_switch_raises(cfg: Config, cli: Cli,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(ctx: object) -> int:
+        raise ValueError("for developers")
+    monkeypatch.setattr(tenants, "cmd_list", broken)
+    monkeypatch.setenv("DP2BRIDGE_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="for developers"):
+        main(["tenant", "list"])
+
+
+def test_ctrl_c_at_the_password_prompt_exits_130_without_traceback(cfg: Config) -> None:
+    proc = subprocess.Popen([str(EXE), "account", "add", "ctrlc@borger.dp2.test", "--cpr", "0202801234",
+                             "--password-stdin", "--config", str(cfg.path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)                            # it waits for the password on stdin
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err.strip() == "dp2bridge: interrupted" and out == ""
+    listed = subprocess.run([str(EXE), "account", "list", "--config", str(cfg.path)],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "ctrlc" not in listed.stdout       # nothing half done
