@@ -174,7 +174,11 @@ def cmd_crl(ctx: Context) -> int:
                          f"{a.tenant} is missing); restart `dp2bridge serve` to create it")
     pem = path.read_bytes()
     if a.output:
-        Path(a.output).write_bytes(pem)
+        try:
+            Path(a.output).write_bytes(pem)
+        except OSError as exc:
+            raise AdminError(f"cannot write --output {a.output}: {exc.strerror}; give a file in an "
+                             f"existing directory (the CRL was renewed in {path} all the same)") from None
     if wants_json(a):
         record(a, {"tenant": a.tenant, "file": str(path), "output": a.output,
                    "pem": pem.decode("ascii")})

@@ -63,6 +63,19 @@ def no_internals(text: str) -> None:
         assert word not in text, text
 
 
+# --- files the command cannot use ------------------------------------------------------
+
+def test_crl_output_that_cannot_be_written_says_so(cfg: Config, cli: Cli, tmp_path: Path) -> None:
+    r = cli("cert", "crl", "--tenant", "borger", "--output", tmp_path)
+    assert r.code == 1
+    assert f"cannot write --output {tmp_path}: Is a directory" in r.err
+    assert "renewed in" in r.err
+    no_internals(r.err)
+    r = cli("cert", "crl", "--tenant", "borger", "--output", tmp_path / "missing" / "crl.pem")
+    assert r.code == 1 and "No such file or directory; give a file in an existing directory" in r.err
+    no_internals(r.err)
+
+
 # --- bugs and Ctrl-C -------------------------------------------------------------------
 
 def test_a_bug_prints_no_traceback_but_where_the_details_are(cfg: Config, cli: Cli,
