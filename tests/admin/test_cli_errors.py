@@ -125,3 +125,26 @@ def test_ctrl_c_at_the_password_prompt_exits_130_without_traceback(cfg: Config) 
     listed = subprocess.run([str(EXE), "account", "list", "--config", str(cfg.path)],
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and "ctrlc" not in listed.stdout       # nothing half done
+
+
+# --- a database the command cannot use ------------------------------------------------
+
+def test_a_file_that_is_not_a_database_is_named_without_exception_names(cfg: Config, cli: Cli) -> None:
+    db = cfg.resolve("bridge.sqlite3")
+    db.write_text("not a database\n" * 1000)
+    r = cli("tenant", "list")
+    assert r.code == 1
+    assert f"{db} is not a usable SQLite database" in r.err and "restore the file from a backup" in r.err
+    assert "DatabaseError" not in r.err
+    no_internals(r.err)
+
+
+def test_a_directory_instead_of_the_database_says_what_it_must_be(cfg: Config, cli: Cli) -> None:
+    db = cfg.resolve("bridge.sqlite3")
+    db.unlink()
+    db.mkdir()
+    r = cli("tenant", "list")
+    assert r.code == 1
+    assert f"cannot open the database {db}: it must be a file" in r.err
+    assert "database server" not in r.err                 # SQLite has none
+    no_internals(r.err)
