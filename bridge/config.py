@@ -210,11 +210,10 @@ def load_config(path: Path | str) -> Config:
     path = Path(os.path.abspath(path))          # absolute and without "..", symlinks kept
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, [f"file not found (hint: create one with "
-                                 f"`dp2bridge init --home {path.parent}`)"]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(path, [_unreadable(path, exc)]) from None
     problems: list[str] = []
     sections = _build_sections(raw, problems)
     config = Config(path=path, **sections)
@@ -222,6 +221,23 @@ def load_config(path: Path | str) -> Config:
     if problems:
         raise ConfigError(path, problems)
     return config
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """What is wrong with a config file that could not be read, and what to do."""
+    if isinstance(exc, FileNotFoundError):
+        if path.name == "bridge.toml":
+            return f"file not found (hint: create one with `dp2bridge init --home {path.parent}`)"
+        return "file not found; check the path (`dp2bridge init --home DIR` writes DIR/bridge.toml)"
+    if isinstance(exc, IsADirectoryError):
+        return f"is a directory; give the configuration file in it, e.g. {path / 'bridge.toml'}"
+    if isinstance(exc, PermissionError):
+        return ("this user may not read it (permission denied); run the command as the user "
+                "that owns the home, or fix the file's permissions")
+    if isinstance(exc, UnicodeDecodeError):
+        return "not a TOML text file (it is not UTF-8); is this the right file?"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "it cannot be read"
+    return f"cannot read it: {reason}"
 
 
 def _build_sections(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:

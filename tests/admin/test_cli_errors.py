@@ -148,3 +148,28 @@ def test_a_directory_instead_of_the_database_says_what_it_must_be(cfg: Config, c
     assert f"cannot open the database {db}: it must be a file" in r.err
     assert "database server" not in r.err                 # SQLite has none
     no_internals(r.err)
+
+
+# --- a configuration file the command cannot use ---------------------------------------
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d: d, "is a directory; give the configuration file in it, e.g. {d}/bridge.toml"),
+    (lambda d: d / "bridge.toml", "file not found (hint: create one with `dp2bridge init --home {d}`)"),
+    (lambda d: d / "other.toml", "file not found; check the path (`dp2bridge init --home DIR` writes"),
+])
+def test_config_path_problems_say_what_to_give(cli: Cli, tmp_path: Path,
+                                               make: Callable[[Path], Path], words: str) -> None:
+    r = cli("tenant", "list", "--config", make(tmp_path))
+    assert r.code == 2
+    assert words.format(d=tmp_path) in r.err
+    no_internals(r.err)
+
+
+def test_a_config_that_is_not_text_is_not_called_bad_toml_with_codec_details(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_bytes(b"\xfc\x00\xff" * 100)
+    r = cli("tenant", "list", "--config", path)
+    assert r.code == 2
+    assert "not a TOML text file (it is not UTF-8); is this the right file?" in r.err
+    assert "codec" not in r.err
+    no_internals(r.err)
