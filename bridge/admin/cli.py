@@ -81,8 +81,7 @@ def cmd_serve(ctx: Context) -> int:
     try:
         asyncio.run(serve(c, ready))
     except OSError as exc:
-        print(f"dp2bridge: cannot serve: {exc} (hint: is another dp2bridge running on these "
-              f"ports? change the listen_* addresses in {c.path})", file=sys.stderr)
+        print(f"dp2bridge: {failures.bind_problem(exc, c)}", file=sys.stderr)
         return EXIT_REFUSED
     return 0
 

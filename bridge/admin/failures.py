@@ -10,7 +10,9 @@ instead, when developing.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 import traceback
 from pathlib import Path
@@ -77,3 +79,30 @@ def crash_report(exc: BaseException, argv: list[str]) -> str:
         where = f"run it again with {TRACEBACK_ENV}=1 to see the details, and send them to the maintainers"
     return (f"internal error in `dp2bridge {command}`: this is a bug in dp2bridge, not a mistake "
             f"of yours; {where}")
+
+
+_BIND_ERRORS = {
+    errno.EADDRINUSE: ("the address is already in use",
+                       "stop the program that listens there (another dp2bridge?) or change {key} in {path}"),
+    errno.EACCES: ("permission denied",
+                   "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a higher port in {key} in {path}"),
+    errno.EADDRNOTAVAIL: ("this machine has no such address",
+                          "give one of this machine's addresses in {key} in {path}"),
+}
+
+
+def bind_problem(exc: OSError, config: Any) -> str:
+    """What `serve` prints when a listener cannot be opened: which address, which option."""
+    found = re.search(r"\('([^']*)', (\d+)", str(exc))
+    host, port = (found.group(1), int(found.group(2))) if found else ("", 0)
+    keys = [f"{section}.{key}" for section, obj, names in (
+                ("smtp", config.smtp, ("listen_starttls", "listen_implicit_tls")),
+                ("imap", config.imap, ("listen_starttls", "listen_implicit_tls")),
+                ("api", config.api, ("listen",)))
+            for key in names for text in getattr(obj, key)
+            if found and text.rsplit(":", 1)[-1] == str(port) and host in text]
+    key = " / ".join(keys) or "the listen_* addresses"
+    reason, todo = _BIND_ERRORS.get(exc.errno or 0, (exc.strerror or "the system refused it",
+                                                     "check {key} in {path}"))
+    where = f" on {host}:{port} ({key})" if found else ""
+    return f"cannot serve: cannot listen{where}: {reason}; {todo.format(key=key, path=config.path)}"

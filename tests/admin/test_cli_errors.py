@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import pytest
 from bridge.admin import tenants
 from bridge.admin.cli import main
 from bridge.config import Config
+from tests.conftest import write_config
 
 EXE = Path(sys.executable).with_name("dp2bridge")
 
@@ -173,3 +175,22 @@ def test_a_config_that_is_not_text_is_not_called_bad_toml_with_codec_details(cli
     assert "not a TOML text file (it is not UTF-8); is this the right file?" in r.err
     assert "codec" not in r.err
     no_internals(r.err)
+
+
+# --- serve -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("section, key", [("smtp", "listen_implicit_tls"), ("api", "listen")])
+def test_serve_names_the_taken_address_and_its_option(sqlite_home: Config, section: str, key: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        write_config(sqlite_home.home, **{section: {key: [f"127.0.0.1:{port}"]}})
+        proc = subprocess.run([str(EXE), "serve", "--config", str(sqlite_home.path)],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (         # after the log lines
+        f"dp2bridge: cannot serve: cannot listen on 127.0.0.1:{port} ({section}.{key}): the address "
+        f"is already in use; stop the program that listens there (another dp2bridge?) or change "
+        f"{section}.{key} in {sqlite_home.path}")
+    no_internals(proc.stderr)
