@@ -6,7 +6,8 @@ trace.py, verify.py) that adds its verbs to the one parser.  Commands call core.
 (`--password-stdin`) or printed once when generated; never taken from the
 command line.  Errors print what was wrong and what to do: exit 1 for a
 refused command, 2 for configuration or usage problems, 130 when interrupted
-(Ctrl-C); no traceback ever (failures.py).  Admin commands work
+(Ctrl-C); no traceback ever (failures.py).  With --json a failure also prints
+{"error": TEXT, "exit_code": N} on stdout, so the output always parses.  Admin commands work
 while `serve` runs: they share the database, not the process.
 """
 
@@ -14,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from bridge.admin import accounts, certs, contact_points, tenants
 from bridge.admin import audit, consent, trace, verify
 from bridge.admin import pgp
 from bridge.admin import tokens
 from bridge.admin import failures
-from bridge.admin.context import Context
+from bridge.admin.context import Context, wants_json
 from bridge.errors import BridgeError, ConfigError
 
 EXIT_REFUSED = 1
@@ -103,7 +105,7 @@ def cmd_upgrade(ctx: Context) -> int:
 # --- parser --------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="dp2bridge", description="dp2bridge: secure mail bridge for Danish Digital Post.",
         epilog="Commands that use a home take --config FILE (default: $DP2BRIDGE_CONFIG, else "
                "./var/bridge.toml). `dp2bridge COMMAND --help` tells more.")
@@ -148,37 +150,64 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus a JSON error object on stdout for a usage error when --json was given."""
+
+    json_errors = False                       # set by main() for one command line
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            _json_error(f"{self.prog}: {message}", EXIT_USAGE)
+        super().error(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    _Parser.json_errors = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    finally:
+        _Parser.json_errors = False
     ctx = Context(args)
     func: Callable[[Context], int] = args.func
+
+    def fail(text: str, code: int = EXIT_REFUSED, problems: list[str] | None = None) -> int:
+        print(f"dp2bridge: {text}{':' if problems else ''}", file=sys.stderr)
+        for problem in problems or []:
+            print(f"  - {problem}", file=sys.stderr)
+        if wants_json(args):
+            _json_error(text, code, problems)
+        return code
     try:
         return func(ctx)
     except ConfigError as exc:
-        print(f"dp2bridge: configuration {exc.path} has {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(f"configuration {exc.path} has {len(exc.problems)} problem(s)", EXIT_USAGE,
+                    list(exc.problems))
     except BridgeError as exc:
-        print(f"dp2bridge: {exc.public}", file=sys.stderr)
-        return EXIT_REFUSED
+        return fail(exc.public)
     except BrokenPipeError:                  # e.g. `dp2bridge account list | head -1`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_REFUSED
     except KeyboardInterrupt:                # Ctrl-C: a transaction not yet committed is rolled back
-        print("\ndp2bridge: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(file=sys.stderr)
+        return fail("interrupted", EXIT_INTERRUPTED)
     except Exception as exc:
         text = _known_problem(exc, ctx)
         if text is None:
             if os.environ.get(failures.TRACEBACK_ENV):
                 raise
             text = failures.crash_report(exc, argv)
-        print(f"dp2bridge: {text}", file=sys.stderr)
-        return EXIT_REFUSED
+        return fail(text)
     finally:
         ctx.close()
+
+
+def _json_error(text: str, code: int, problems: list[str] | None = None) -> None:
+    """The error as one JSON object on stdout, so `--json` output always parses."""
+    data: dict[str, Any] = {"error": text, "exit_code": code}
+    if problems:
+        data["problems"] = problems
+    print(json.dumps(data, indent=2), flush=True)
 
 
 def _known_problem(exc: Exception, ctx: Context) -> str | None:

@@ -8,6 +8,7 @@ depends on the process: exit codes, signals, what reaches the terminal.
 from __future__ import annotations
 
 import io
+import json
 import signal
 import socket
 import subprocess
@@ -194,3 +195,35 @@ def test_serve_names_the_taken_address_and_its_option(sqlite_home: Config, secti
         f"is already in use; stop the program that listens there (another dp2bridge?) or change "
         f"{section}.{key} in {sqlite_home.path}")
     no_internals(proc.stderr)
+
+
+# --- --json: JSON on stdout on success and on failure -----------------------------------
+
+def test_json_refusal_is_a_json_object_on_stdout(cfg: Config, cli: Cli) -> None:
+    r = cli("tenant", "show", "nosuch", "--json")
+    assert r.code == 1
+    assert json.loads(r.out) == {"error": "no tenant named 'nosuch' (see `dp2bridge tenant list`)",
+                                 "exit_code": 1}
+    assert "no tenant named 'nosuch'" in r.err              # and the human text on stderr
+
+
+def test_json_usage_error_is_a_json_object_with_exit_code_2(cfg: Config, cli: Cli) -> None:
+    r = cli("tenant", "show", "--json")
+    assert r.code == 2
+    assert json.loads(r.out) == {
+        "error": "dp2bridge tenant show: the following arguments are required: name", "exit_code": 2}
+    assert "usage: dp2bridge tenant show" in r.err
+
+
+def test_json_config_problems_are_listed(cli: Cli, tmp_path: Path) -> None:
+    r = cli("account", "list", "--json", "--config", tmp_path / "bridge.toml")
+    assert r.code == 2
+    data = json.loads(r.out)
+    assert data["error"] == f"configuration {tmp_path / 'bridge.toml'} has 1 problem(s)"
+    assert data["problems"][0].startswith("file not found")
+
+
+def test_without_json_an_error_leaves_stdout_empty(cfg: Config, cli: Cli) -> None:
+    r = cli("tenant", "show", "nosuch")
+    assert r.code == 1 and r.out == ""
+    assert r.err == "dp2bridge: no tenant named 'nosuch' (see `dp2bridge tenant list`)\n"
