@@ -47,9 +47,13 @@ def cmd_revoke(ctx: Context) -> int:
 
 
 def cmd_list(ctx: Context) -> int:
-    table(ctx.args, ctx.store.contact_points(ctx.args.tenant),
+    tenant = ctx.args.tenant
+    if tenant:
+        ctx.store.tenant(tenant)               # an unknown name is refused (NotFound names `tenant list`)
+    table(ctx.args, ctx.store.contact_points(tenant),
           (("address", "ADDRESS"), ("tenant", "TENANT"), ("name", "NAME"), ("granted", "GRANTED")),
-          "no contact points yet; add one with `dp2bridge contact-point add`")
+          (f"tenant {tenant} has no contact points" if tenant else "no contact points yet")
+          + "; add one with `dp2bridge contact-point add ADDRESS --name NAME`")
     return 0
 
 

@@ -227,3 +227,14 @@ def test_without_json_an_error_leaves_stdout_empty(cfg: Config, cli: Cli) -> Non
     r = cli("tenant", "show", "nosuch")
     assert r.code == 1 and r.out == ""
     assert r.err == "dp2bridge: no tenant named 'nosuch' (see `dp2bridge tenant list`)\n"
+
+
+# --- unknown names ---------------------------------------------------------------------
+
+def test_contact_point_list_of_an_unknown_tenant_is_refused(cfg: Config, cli: Cli) -> None:
+    r = cli("contact-point", "list", "--tenant", "nosuch")
+    assert r.code == 1
+    assert r.err == "dp2bridge: no tenant named 'nosuch' (see `dp2bridge tenant list`)\n"
+    r = cli("contact-point", "list", "--tenant", "borger")           # known, but has none
+    assert r.code == 0 and r.out == ""
+    assert "tenant borger has no contact points" in r.err
