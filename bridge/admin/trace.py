@@ -139,14 +139,20 @@ def _secret(key: str) -> bool:
 
 
 def _short(value: Any) -> str:
-    if isinstance(value, list):
-        text = ",".join(str(v) for v in value)
-    elif isinstance(value, dict):
-        text = json.dumps({k: v for k, v in value.items() if not _secret(k)}, ensure_ascii=False)
-    else:
-        text = str(value)
+    text = _plain(value)
     text = " ".join(text.split())
     return text if len(text) <= MAX_VALUE else text[:MAX_VALUE - 3] + "..."
+
+
+def _plain(value: Any) -> str:
+    """A details value as text: lists comma-separated, dicts (also inside lists) as JSON without
+    secret keys or empty values; never a Python repr."""
+    if isinstance(value, list):
+        return ",".join(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps({k: v for k, v in value.items() if not _secret(k) and v is not None},
+                          ensure_ascii=False, default=str)
+    return str(value)
 
 
 def _when(value: str | None) -> str:

@@ -238,3 +238,13 @@ def test_contact_point_list_of_an_unknown_tenant_is_refused(cfg: Config, cli: Cl
     r = cli("contact-point", "list", "--tenant", "borger")           # known, but has none
     assert r.code == 0 and r.out == ""
     assert "tenant borger has no contact points" in r.err
+
+
+# --- no Python repr in human output ----------------------------------------------------
+
+def test_trace_details_show_a_list_of_records_without_python_repr() -> None:
+    from bridge.admin.trace import summary
+    text = summary("submit.accepted", {"size": 220, "signatures": [
+        {"method": "smime", "status": "none", "signer": None, "session_token": "s3cr3t"}]})
+    assert text == 'size=220 signatures={"method": "smime", "status": "none"}'
+    assert "None" not in text and "'" not in text and "s3cr3t" not in text
