@@ -89,8 +89,12 @@ def init_home(home: Path, *, demo: bool, port_base: int, directory_domain: str, 
     directory_domain = check_domain(directory_domain)
     if not _HOSTNAME_RE.match(hostname):
         raise AdminError(f"--hostname {hostname!r} is not a host name like mail.kommune.example.dk")
-    home.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{home.name}.init-", dir=home.parent))
+    try:
+        home.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{home.name}.init-", dir=home.parent))
+    except OSError as exc:
+        raise AdminError(f"cannot create {home}: {exc.strerror or 'the system refused it'}; give a "
+                         f"--home in a directory this user may write to") from None
     try:
         accounts = _build_home(work, demo, port_base, directory_domain, hostname, progress)
         if home.exists():

@@ -248,3 +248,14 @@ def test_trace_details_show_a_list_of_records_without_python_repr() -> None:
         {"method": "smime", "status": "none", "signer": None, "session_token": "s3cr3t"}]})
     assert text == 'size=220 signatures={"method": "smime", "status": "none"}'
     assert "None" not in text and "'" not in text and "s3cr3t" not in text
+
+
+def test_init_where_no_directory_can_be_made_names_the_home(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file, not a directory\n")
+    home = tmp_path / "file" / "sub" / "home"
+    r = cli("init", "--home", home)
+    assert r.code == 1
+    assert r.err.startswith(f"dp2bridge: cannot create {home}: ")
+    assert r.err.rstrip().endswith("give a --home in a directory this user may write to")
+    assert ".init-" not in r.err                             # not the temporary directory's name
+    no_internals(r.err)
