@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -91,15 +92,36 @@ def cmd_serve(ctx: Context) -> int:
 def cmd_upgrade(ctx: Context) -> int:
     from bridge.store import migrate
     store = ctx.open_store()
+    steps = logging.getLogger("alembic.runtime.migration")
+    progress, level = _MigrationProgress(), steps.level
     try:
         before = migrate.current(store.read_engine)
+        if before != migrate.head():
+            print(f"upgrade: {before or 'empty'} -> {migrate.head()}; on a large database a step "
+                  f"can take minutes", file=sys.stderr, flush=True)
+            steps.addHandler(progress)
+            steps.setLevel(logging.INFO)
         store.migrate()
         after = migrate.current(store.read_engine)
     finally:
+        steps.removeHandler(progress)
+        steps.setLevel(level)
         store.close()
     print(f"database schema: {before or 'empty'} -> {after}" if before != after
           else f"database schema is up to date ({after})")
     return 0
+
+
+class _MigrationProgress(logging.Handler):
+    """Alembic's "Running upgrade A -> B, doc" records as one "upgrade: A -> B: doc" line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("Running upgrade "):
+            step, _, doc = text.removeprefix("Running upgrade ").partition(", ")
+            step = step.strip()
+            print(f"upgrade: {'empty ' if step.startswith('->') else ''}{step}: {doc.splitlines()[0] if doc else ''}",
+                  file=sys.stderr, flush=True)
 
 
 # --- parser --------------------------------------------------------------------------

@@ -259,3 +259,18 @@ def test_init_where_no_directory_can_be_made_names_the_home(cli: Cli, tmp_path: 
     assert r.err.rstrip().endswith("give a --home in a directory this user may write to")
     assert ".init-" not in r.err                             # not the temporary directory's name
     no_internals(r.err)
+
+
+# --- progress of long operations -------------------------------------------------------
+
+def test_upgrade_shows_each_migration_as_it_runs(cfg: Config, cli: Cli) -> None:
+    cfg.resolve("bridge.sqlite3").write_bytes(b"")             # an empty database: every step runs
+    r = cli("upgrade")
+    assert r.code == 0, r.err
+    lines = r.err.splitlines()
+    assert lines[0].startswith("upgrade: empty -> ") and "can take minutes" in lines[0]
+    assert lines[1].startswith("upgrade: empty -> 0001: ")
+    assert lines[2].startswith("upgrade: 0001 -> 0002: ")
+    assert all(line.startswith("upgrade: ") for line in lines)
+    again = cli("upgrade")                                       # nothing to do: nothing on stderr
+    assert again.code == 0 and again.err == "" and "up to date" in again.out
