@@ -54,6 +54,9 @@ def database_problem(exc: Exception, url: str, config_path: Any) -> str | None:
     if sqlite and ("not a database" in first or "malformed" in first):
         return (f"{where} is not a usable SQLite database ({first}); check database.url in "
                 f"{config_path}, or restore the file from a backup")
+    if sqlite and "readonly" in first:
+        return (f"this user may not write the database {where} (or its directory): run the command "
+                f"as the user that owns the home, or fix the permissions")
     if sqlite and "unable to open" in first:
         return (f"cannot open the database {where}: it must be a file that this user may read and "
                 f"write, in a writable directory; check database.url in {config_path}")

@@ -274,3 +274,20 @@ def test_upgrade_shows_each_migration_as_it_runs(cfg: Config, cli: Cli) -> None:
     assert all(line.startswith("upgrade: ") for line in lines)
     again = cli("upgrade")                                       # nothing to do: nothing on stderr
     assert again.code == 0 and again.err == "" and "up to date" in again.out
+
+
+def test_a_read_only_sqlite_database_says_who_may_write_it(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    from bridge.admin.failures import database_problem
+    db = tmp_path / "bridge.sqlite3"
+    writable = create_engine(f"sqlite:///{db}")
+    with writable.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    read_only = create_engine(f"sqlite:///file:{db}?mode=ro&uri=true")   # as a user without write access
+    with pytest.raises(OperationalError) as exc, read_only.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    text_ = database_problem(exc.value, f"sqlite:///{db}", tmp_path / "bridge.toml")
+    assert text_ == (f"this user may not write the database {db} (or its directory): run the command "
+                     f"as the user that owns the home, or fix the permissions")
