@@ -185,9 +185,15 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     _Parser.json_errors = "--json" in argv
     try:
-        args = build_parser().parse_args(argv)
+        if any(_password_option(a) for a in argv):
+            # argparse would take it for --password-stdin and echo the password in its error
+            parser.error("no command takes a password on the command line (it would stay in the "
+                         "shell history); give it on standard input with --password-stdin, e.g. "
+                         "`printf '%s\\n' \"$PW\" | dp2bridge account passwd LOGIN --password-stdin`")
+        args = parser.parse_args(argv)
     finally:
         _Parser.json_errors = False
     ctx = Context(args)
@@ -222,6 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(text)
     finally:
         ctx.close()
+
+
+def _password_option(arg: str) -> bool:
+    """--password, --passwd, --pw or any other short form of --password-stdin, with or without =VALUE."""
+    name, eq, _ = arg.partition("=")
+    if name == "--password-stdin":
+        return bool(eq)
+    return name in ("--passwd", "--pw") or (len(name) >= 6 and "--password-stdin".startswith(name))
 
 
 def _json_error(text: str, code: int, problems: list[str] | None = None) -> None:

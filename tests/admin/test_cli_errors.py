@@ -291,3 +291,18 @@ def test_a_read_only_sqlite_database_says_who_may_write_it(tmp_path: Path) -> No
     text_ = database_problem(exc.value, f"sqlite:///{db}", tmp_path / "bridge.toml")
     assert text_ == (f"this user may not write the database {db} (or its directory): run the command "
                      f"as the user that owns the home, or fix the permissions")
+
+
+# --- secrets ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", [["--password", "Hemmelig-123"], ["--passw", "Hemmelig-123"],
+                                    ["--pass=Hemmelig-123"], ["--password-stdin=Hemmelig-123"],
+                                    ["--pw", "Hemmelig-123"]])
+def test_a_password_on_the_command_line_is_refused_without_echoing_it(cfg: Config, cli: Cli,
+                                                                      option: list[str]) -> None:
+    r = cli("account", "add", "ny@borger.dp2.test", "--cpr", "0202801234", *option, "--json")
+    assert r.code == 2
+    assert "Hemmelig-123" not in r.out + r.err        # argparse echoed it: "unrecognized arguments: ..."
+    assert "no command takes a password on the command line" in r.err and "--password-stdin" in r.err
+    assert json.loads(r.out)["exit_code"] == 2
+    assert "ny@borger.dp2.test" not in cli("account", "list").out
