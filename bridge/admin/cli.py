@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
@@ -83,6 +84,9 @@ def cmd_serve(ctx: Context) -> int:
         print("ready", flush=True)
     try:
         asyncio.run(serve(c, ready))
+    except ssl.SSLError as exc:
+        print(f"dp2bridge: {failures.tls_problem(exc, c)}", file=sys.stderr)
+        return EXIT_REFUSED
     except OSError as exc:
         print(f"dp2bridge: {failures.bind_problem(exc, c)}", file=sys.stderr)
         return EXIT_REFUSED

@@ -109,3 +109,15 @@ def bind_problem(exc: OSError, config: Any) -> str:
                                                      "check {key} in {path}"))
     where = f" on {host}:{port} ({key})" if found else ""
     return f"cannot serve: cannot listen{where}: {reason}; {todo.format(key=key, path=config.path)}"
+
+
+def tls_problem(exc: Exception, config: Any) -> str:
+    """What `serve` prints when the server certificate and key cannot be loaded."""
+    cert, key = config.resolve(config.tls.cert_file), config.resolve(config.tls.key_file)
+    if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+        reason = "the key does not belong to the certificate"
+    else:
+        reason = "they are not a PEM certificate (chain) and its PEM private key"
+    return (f"cannot serve: cannot load the TLS certificate {cert} (tls.cert_file) with the key {key} "
+            f"(tls.key_file): {reason}; check them with `openssl x509 -in {cert} -noout -subject` and "
+            f"`openssl pkey -in {key} -noout`, or fix tls.cert_file and tls.key_file in {config.path}")

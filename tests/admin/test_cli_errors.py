@@ -306,3 +306,25 @@ def test_a_password_on_the_command_line_is_refused_without_echoing_it(cfg: Confi
     assert "no command takes a password on the command line" in r.err and "--password-stdin" in r.err
     assert json.loads(r.out)["exit_code"] == 2
     assert "ny@borger.dp2.test" not in cli("account", "list").out
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("cert", "they are not a PEM certificate (chain) and its PEM private key"),
+    ("key", "the key does not belong to the certificate"),
+])
+def test_serve_with_a_bad_server_certificate_names_the_files(sqlite_home: Config, damage: str,
+                                                            reason: str) -> None:
+    cert = sqlite_home.resolve(sqlite_home.tls.cert_file)
+    key = sqlite_home.resolve(sqlite_home.tls.key_file)
+    if damage == "cert":
+        cert.write_text("not a certificate\n")
+    else:                                    # a real key, but another certificate's
+        key.write_bytes((sqlite_home.home / "certs" / "tenants" / "borger" / "ca.key").read_bytes())
+    proc = subprocess.run([str(EXE), "serve", "--config", str(sqlite_home.path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"dp2bridge: cannot serve: cannot load the TLS certificate {cert} "
+                           f"(tls.cert_file) with the key {key} (tls.key_file): {reason}; ")
+    assert "listen" not in last and "_ssl.c" not in proc.stderr
+    no_internals(proc.stderr)
