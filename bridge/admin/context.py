@@ -105,6 +105,23 @@ def read_secret(args: argparse.Namespace) -> str | None:
     return line.rstrip("\r\n")
 
 
+MAX_INPUT = 10 * 1024 * 1024        # a key, certificate or CA chain file is far smaller
+
+
+def read_input(name: str, limit: int = MAX_INPUT) -> bytes:
+    """A key or certificate file an admin gave, refused with a readable text when it cannot be
+    read or is larger than `limit` (a wrong file: nothing is read into memory then)."""
+    try:
+        with open(name, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise AdminError(f"cannot read {name}: {exc.strerror or 'the system refused it'}") from None
+    if len(data) > limit:
+        raise AdminError(f"{name} is larger than {limit // (1024 * 1024)} MB, far too large for a key "
+                         f"or certificate file: is it the right file?")
+    return data
+
+
 def wants_json(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "json", False))
 

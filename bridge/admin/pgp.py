@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.admin.context import Context, emit, record, table, wants_json
+from bridge.admin.context import Context, emit, read_input, record, table, wants_json
 from bridge.errors import AdminError, NotFound
 
 if TYPE_CHECKING:
@@ -91,10 +90,7 @@ def cmd_import(ctx: Context) -> int:
 def _read_keyfile(name: str) -> bytes:
     if name == "-":
         return sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    try:
-        return Path(name).read_bytes()
-    except OSError as exc:
-        raise AdminError(f"cannot read {name}: {exc.strerror or exc}") from None
+    return read_input(name)
 
 
 def cmd_list(ctx: Context) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bridge.admin.certs import CERTS_DIR, ensure_tenant_evidence
-from bridge.admin.context import Context, emit, read_secret, record, table, wants_json
+from bridge.admin.context import Context, emit, read_input, read_secret, record, table, wants_json
 from bridge.config import Config
 from bridge.core.admin import MIN_PASSWORD
 from bridge.core.audit import AuditEvent
@@ -283,10 +283,7 @@ def _cert_days(tenant: dict) -> int:
 
 
 def _read_file(name: str) -> bytes:
-    try:
-        return Path(name).read_bytes()
-    except OSError as exc:
-        raise AdminError(f"cannot read {name}: {exc.strerror}") from None
+    return read_input(name)
 
 
 def _repo(ctx: Context) -> Any:

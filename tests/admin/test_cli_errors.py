@@ -328,3 +328,19 @@ def test_serve_with_a_bad_server_certificate_names_the_files(sqlite_home: Config
                            f"(tls.cert_file) with the key {key} (tls.key_file): {reason}; ")
     assert "listen" not in last and "_ssl.c" not in proc.stderr
     no_internals(proc.stderr)
+
+
+# --- files an admin gives ---------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["pgp", "import", "anna@borger.dp2.test"],
+                                  ["cert", "import", "anna@borger.dp2.test"],
+                                  ["cert", "trust", "--tenant", "kommune"]])
+def test_a_huge_file_is_refused_without_reading_it(cfg: Config, cli: Cli, tmp_path: Path,
+                                                  argv: list[str]) -> None:
+    huge = tmp_path / "backup.tar"
+    with huge.open("wb") as f:
+        f.truncate(3 * 1024 ** 3)              # sparse: 3 GB that reading whole would hold in memory
+    r = cli(*argv, huge)
+    assert r.code == 1
+    assert r.err == (f"dp2bridge: {huge} is larger than 10 MB, far too large for a key or "
+                     f"certificate file: is it the right file?\n")
