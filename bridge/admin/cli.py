@@ -182,6 +182,11 @@ class _Parser(argparse.ArgumentParser):
     json_errors = False                       # set by main() for one command line
 
     def error(self, message: str) -> NoReturn:
+        for action in self._actions:             # `dp2bridge tenant`: name the verbs it takes
+            if (isinstance(action, argparse._SubParsersAction) and action.metavar
+                    and message.endswith(f"required: {action.metavar}")):
+                message += (f"; give one of: {', '.join(action.choices)} "
+                            f"(`{self.prog} --help` tells what each does)")
         if _Parser.json_errors:
             _json_error(f"{self.prog}: {message}", EXIT_USAGE)
         super().error(message)

@@ -344,3 +344,13 @@ def test_a_huge_file_is_refused_without_reading_it(cfg: Config, cli: Cli, tmp_pa
     assert r.code == 1
     assert r.err == (f"dp2bridge: {huge} is larger than 10 MB, far too large for a key or "
                      f"certificate file: is it the right file?\n")
+
+
+# --- usage errors ----------------------------------------------------------------------
+
+def test_a_noun_without_a_verb_lists_its_verbs_and_exits_2() -> None:
+    proc = subprocess.run([str(EXE), "tenant"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == (
+        "dp2bridge tenant: error: the following arguments are required: VERB; give one of: "
+        "add, list, show, policy (`dp2bridge tenant --help` tells what each does)")
