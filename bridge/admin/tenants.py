@@ -66,10 +66,23 @@ def cmd_policy(ctx: Context) -> int:
             raise AdminError(f"{item!r}: write KEY=VALUE, e.g. handling_names_caseworker=true "
                              f"(KEY= unsets it)")
         changes[key.strip()] = value.strip()
+    _check_contact_point(ctx, a.name, changes.get("default_contact_point"))
     policy = ctx.admin().set_policy(a.name, changes) if changes else ctx.store.tenant(a.name)["policy"]
     emit(a, {"tenant": a.name, "policy": policy},
          "\n".join(f"{k} = {v}" for k, v in sorted(policy.items())) or f"tenant {a.name} has no policy set")
     return 0
+
+
+def _check_contact_point(ctx: Context, tenant: str, address: str | None) -> None:
+    """default_contact_point must name one of the tenant's contact points (mail to the tenant's
+    CVR address goes there)."""
+    if not address:
+        return
+    ctx.store.tenant(tenant)                   # NotFound names `tenant list`
+    if address.lower() not in {c["address"].lower() for c in ctx.store.contact_points(tenant)}:
+        raise AdminError(f"{address!r} is not a contact point of tenant {tenant} (see `dp2bridge "
+                         f"contact-point list --tenant {tenant}`; add one with `dp2bridge "
+                         f"contact-point add ADDRESS --name NAME`)")
 
 
 def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:

@@ -354,3 +354,13 @@ def test_a_noun_without_a_verb_lists_its_verbs_and_exits_2() -> None:
     assert proc.stderr.splitlines()[-1] == (
         "dp2bridge tenant: error: the following arguments are required: VERB; give one of: "
         "add, list, show, policy (`dp2bridge tenant --help` tells what each does)")
+
+
+def test_default_contact_point_must_be_one_of_the_tenants(cfg: Config, cli: Cli) -> None:
+    r = cli("tenant", "policy", "kommune", "default_contact_point=nosuch@kommune.dp2.test")
+    assert r.code == 1
+    assert "'nosuch@kommune.dp2.test' is not a contact point of tenant kommune" in r.err
+    assert "contact-point list --tenant kommune" in r.err
+    assert "default_contact_point" not in cli("tenant", "policy", "kommune").out     # not set
+    ok = cli("tenant", "policy", "kommune", "default_contact_point=jobcenter@kommune.dp2.test")
+    assert ok.code == 0 and "default_contact_point = jobcenter@kommune.dp2.test" in ok.out
