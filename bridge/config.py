@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +241,11 @@ def _unreadable(path: Path, exc: Exception) -> str:
     return f"cannot read it: {reason}"
 
 
+def _without_password(url: str) -> str:
+    """url with the password of its user:password@ part replaced by ***."""
+    return re.sub(r"^([^/]*//[^/@:]*:).*@", r"\1***@", url, flags=re.DOTALL)   # to the last @
+
+
 def _build_sections(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     for name in raw:
         if name not in SECTIONS:
@@ -313,7 +319,8 @@ def _check_names(c: Config, problems: list[str]) -> None:
             problems.append(f"{key}: {value!r} is not a domain name")
     url = c.database.url
     if not (url.startswith("sqlite://") or url.startswith("postgresql")):
-        problems.append(f"database.url: {url!r} is neither sqlite:///FILE nor postgresql+psycopg://...")
+        problems.append(f"database.url: {_without_password(url)!r} is neither sqlite:///FILE nor "
+                        f"postgresql+psycopg://USER@HOST/DB")
 
 
 def _check_listeners(c: Config, problems: list[str]) -> None:

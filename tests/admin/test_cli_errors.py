@@ -364,3 +364,13 @@ def test_default_contact_point_must_be_one_of_the_tenants(cfg: Config, cli: Cli)
     assert "default_contact_point" not in cli("tenant", "policy", "kommune").out     # not set
     ok = cli("tenant", "policy", "kommune", "default_contact_point=jobcenter@kommune.dp2.test")
     assert ok.code == 0 and "default_contact_point = jobcenter@kommune.dp2.test" in ok.out
+
+
+@pytest.mark.parametrize("url", ["mysql://bridge:Hemmelig-123@db.example/dp2",
+                                 "mysql://bridge:Hem/mel@ig-123@db.example/dp2"])
+def test_a_wrong_database_url_is_shown_without_its_password(sqlite_home: Config, cli: Cli, url: str) -> None:
+    path = write_config(sqlite_home.home, url)
+    r = cli("tenant", "list", "--config", path)
+    assert r.code == 2
+    assert "database.url: 'mysql://bridge:***@db.example/dp2' is neither sqlite:///FILE nor" in r.err
+    assert "Hemmelig" not in r.err and "ig-123" not in r.err
