@@ -87,8 +87,10 @@ def cmd_serve(ctx: Context) -> int:
     except ssl.SSLError as exc:
         print(f"dp2bridge: {failures.tls_problem(exc, c)}", file=sys.stderr)
         return EXIT_REFUSED
-    except OSError as exc:
-        print(f"dp2bridge: {failures.bind_problem(exc, c)}", file=sys.stderr)
+    except OSError as exc:                   # a listener, else a file or directory it names
+        text = failures.os_problem(exc) if exc.filename else failures.bind_problem(exc, c)
+        print(f"dp2bridge: cannot serve: {text} (configuration: {c.path})"
+              if exc.filename else f"dp2bridge: {text}", file=sys.stderr)
         return EXIT_REFUSED
     return 0
 

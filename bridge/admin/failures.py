@@ -31,6 +31,8 @@ def os_problem(exc: OSError) -> str | None:
         todo = "give a file name, not a directory"
     elif isinstance(exc, FileNotFoundError):
         todo = "check the path; the directory must exist"
+    elif isinstance(exc, (FileExistsError, NotADirectoryError)):
+        todo = "a directory is needed there, not a file; check the path"
     elif isinstance(exc, PermissionError):
         todo = "check its permissions, or run the command as the user that owns the home"
     else:

@@ -374,3 +374,16 @@ def test_a_wrong_database_url_is_shown_without_its_password(sqlite_home: Config,
     assert r.code == 2
     assert "database.url: 'mysql://bridge:***@db.example/dp2' is neither sqlite:///FILE nor" in r.err
     assert "Hemmelig" not in r.err and "ig-123" not in r.err
+
+
+def test_serve_with_a_file_as_blob_dir_names_the_file_not_the_ports(sqlite_home: Config, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "blobs.txt"
+    not_a_dir.write_text("a file\n")
+    write_config(sqlite_home.home, bridge={"blob_dir": str(not_a_dir)})
+    proc = subprocess.run([str(EXE), "serve", "--config", str(sqlite_home.path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"dp2bridge: cannot serve: cannot use {not_a_dir}: ")
+    assert "a directory is needed there, not a file" in last and "listen" not in last
+    no_internals(proc.stderr)
