@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from bridge.admin.context import Context, emit, table
@@ -44,6 +45,9 @@ def cmd_add(ctx: Context) -> int:
     login, name = a.login.strip().lower(), a.name.strip().lower()
     emit(a, {"login": login, "name": name, "token": token},
          f"API token {name} for {login} (shown only now / vises kun nu):\n{token}")
+    if any(acc["login"] == login and acc["disabled"] for acc in ctx.store.accounts()):
+        print(f"note: {login} is disabled, so the API refuses this token until "
+              f"`dp2bridge account enable {login}`", file=sys.stderr)
     return 0
 
 

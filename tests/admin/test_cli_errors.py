@@ -387,3 +387,13 @@ def test_serve_with_a_file_as_blob_dir_names_the_file_not_the_ports(sqlite_home:
     assert last.startswith(f"dp2bridge: cannot serve: cannot use {not_a_dir}: ")
     assert "a directory is needed there, not a file" in last and "listen" not in last
     no_internals(proc.stderr)
+
+
+def test_token_for_a_disabled_account_says_it_will_not_work_yet(cfg: Config, cli: Cli) -> None:
+    assert cli("account", "disable", "sagsbehandler@kommune.dp2.test").code == 0
+    r = cli("token", "add", "sagsbehandler@kommune.dp2.test", "--name", "esdh")
+    assert r.code == 0 and r.out.splitlines()[-1].startswith("dp2_")
+    assert r.err == ("note: sagsbehandler@kommune.dp2.test is disabled, so the API refuses this token "
+                     "until `dp2bridge account enable sagsbehandler@kommune.dp2.test`\n")
+    assert cli("account", "enable", "sagsbehandler@kommune.dp2.test").code == 0
+    assert cli("token", "add", "sagsbehandler@kommune.dp2.test", "--name", "esdh2").err == ""
