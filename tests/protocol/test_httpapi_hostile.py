@@ -88,5 +88,8 @@ def test_a_body_that_stops_arriving_gets_408(api: RunningBridge) -> None:
 def test_an_oversized_header_is_refused(api: RunningBridge) -> None:
     with connect(api) as sock:
         sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
-        reply, _ = read_until_closed(sock)
-    assert reply.startswith(b"HTTP/1.1 400 ")
+        reply, waited = read_until_closed(sock)
+    # 400 and closed; when the server closes while the client still sends, the client may see
+    # only the TCP reset (no reply bytes).  Either way it was refused at once, not served.
+    assert reply.startswith(b"HTTP/1.1 400 ") or reply == b"", reply[:200]
+    assert waited < 5
