@@ -83,7 +83,7 @@ system-deps:
 	fi
 
 test: $(STAMP_TEST) system-deps
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=$(PYTEST_TIMEOUT) --durations=25 $(PYTEST_ARGS)
 
 bench: $(STAMP_RUN)
 	$(PY) bench/submit.py $(BENCH_ARGS)
