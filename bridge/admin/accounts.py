@@ -43,9 +43,21 @@ wherever the main password does, and can be revoked alone.
 """
 
 
+def check_cpr_date(cpr: str | None) -> None:
+    """A CPR number starts with the birth date DDMMYY (a replacement number has day + 60);
+    refuse a number whose first six digits cannot be one (a typo, or digits swapped)."""
+    if not cpr or not (cpr := cpr.strip()).isdigit() or len(cpr) != 10:
+        return                                 # the shape is checked by core.admin
+    day, month = int(cpr[0:2]), int(cpr[2:4])
+    if not (1 <= month <= 12 and (1 <= day <= 31 or 61 <= day <= 91)):
+        raise AdminError(f"--cpr {cpr} does not start with a birth date DDMMYY (day {day:02}, month "
+                         f"{month:02}); check the number")
+
+
 def cmd_add(ctx: Context) -> int:
     a = ctx.args
     login = a.login.strip().lower()
+    check_cpr_date(a.cpr)
     generated = ctx.admin().add_account(a.login, a.name or "", a.cpr, read_secret(a), system=a.system)
     text = f"account {login} added"
     if generated:

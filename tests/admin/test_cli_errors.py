@@ -397,3 +397,19 @@ def test_token_for_a_disabled_account_says_it_will_not_work_yet(cfg: Config, cli
                      "until `dp2bridge account enable sagsbehandler@kommune.dp2.test`\n")
     assert cli("account", "enable", "sagsbehandler@kommune.dp2.test").code == 0
     assert cli("token", "add", "sagsbehandler@kommune.dp2.test", "--name", "esdh2").err == ""
+
+
+@pytest.mark.parametrize("cpr, day_month", [("3213701234", "day 32, month 13"),
+                                            ("0100701234", "day 01, month 00")])
+def test_a_cpr_number_that_cannot_start_with_a_date_is_refused(cfg: Config, cli: Cli, cpr: str,
+                                                             day_month: str) -> None:
+    r = cli("account", "add", "ny@borger.dp2.test", "--cpr", cpr)
+    assert r.code == 1
+    assert r.err == (f"dp2bridge: --cpr {cpr} does not start with a birth date DDMMYY ({day_month}); "
+                     f"check the number\n")
+    assert "ny@borger.dp2.test" not in cli("account", "list").out
+
+
+def test_a_replacement_cpr_number_with_day_plus_60_is_accepted(cfg: Config, cli: Cli) -> None:
+    r = cli("account", "add", "ny@borger.dp2.test", "--cpr", "6101701234")
+    assert r.code == 0, r.err
