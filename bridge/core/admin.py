@@ -61,7 +61,8 @@ class Admin:
     def add_tenant(self, name: str, display_name: str, kind: str, cvr: str | None,
                    domains: list[str], may_address_cpr: bool = False) -> None:
         if not _NAME_RE.match(name):
-            raise AdminError(f"tenant name {name!r} must be lowercase letters, digits and '-'")
+            raise AdminError(f"tenant name {name!r} must be lowercase a-z letters, digits and '-' "
+                             f"(no æ, ø, å: e.g. 'soeborg')")
         if kind not in TENANT_KINDS:
             raise AdminError(f"unknown tenant kind {kind!r}: give --kind one of {', '.join(TENANT_KINDS)}")
         if kind == "citizens" and cvr:
@@ -138,7 +139,8 @@ class Admin:
             raise AdminError(f"--cpr {cpr!r} is not a CPR number: give its 10 digits without '-', "
                              f"e.g. 0101701234")
         if kind != "citizens" and cpr:
-            raise AdminError(f"{login} is staff of a {kind}; only citizens have --cpr")
+            article = "an" if kind[:1] in "aeiou" else "a"
+            raise AdminError(f"{login} is staff of {article} {kind}; only citizens have --cpr")
         if system and kind == "citizens":
             raise AdminError("a system account belongs to an authority or a company, not to citizens")
         generated = None

@@ -139,7 +139,7 @@ def receipts_address(domains: list[str], hostname: str) -> str:
 def tenant_dir(certs_dir: Path, tenant: str) -> Path:
     """`certs_dir/tenants/<tenant>`; raises ValueError for a name that is not a tenant name."""
     if not _TENANT_RE.match(tenant):
-        raise ValueError(f"tenant name {tenant!r} must be lowercase letters, digits and '-'")
+        raise ValueError(f"tenant name {tenant!r} must be lowercase a-z letters, digits and '-'")
     return certs_dir / "tenants" / tenant
 
 

@@ -46,8 +46,11 @@ class DirectoryMixin(AuditChainMixin):
             s.add(t)
             s.flush()
             for d in domains:
-                if s.get(m.TenantDomain, d):
-                    raise AlreadyExists(f"domain {d} already belongs to a tenant")
+                taken = s.get(m.TenantDomain, d)
+                if taken:
+                    owner = s.get(m.Tenant, taken.tenant_id).name
+                    raise AlreadyExists(f"domain {d} already belongs to tenant {owner!r} "
+                                        f"(see `dp2bridge tenant list`)")
                 s.add(m.TenantDomain(domain=d, tenant_id=t.id))
             self._audit(s, audit)
 
