@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import secrets
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from bridge.files import write_atomic as _write_atomic  # noqa: F401 - crypto modules import it from here
 
 CA_VALIDITY = datetime.timedelta(days=3652)  # about 10 years: outlives many server certs
 # 825 days: the CA/Browser Forum ceiling that Apple platforms still enforce
@@ -235,34 +235,3 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         return False
-
-
-def _write_atomic(path: Path, data: bytes, mode: int, *, replace: bool = True) -> None:
-    """Write `data` to `path` via temp file + fsync + rename, then fsync the directory.
-
-    The temp file is created with `mode` (O_EXCL, so never an existing file),
-    so a key is 0600 from its first byte. With `replace=False` the final step
-    is a hard link, which fails with FileExistsError instead of replacing.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -34,6 +34,7 @@ import gnupg
 
 from bridge.crypto.results import SigResult
 from bridge.errors import AdminError, MessageRejected, NotFound
+from bridge.files import write_atomic
 
 PINS_FILE = "pins.json"
 _LOCK_FILE = "pins.lock"
@@ -100,8 +101,8 @@ class TenantKeyring:
             fcntl.flock(fd, fcntl.LOCK_EX)
             pins = self.pins()
             yield pins
-            _write_atomic(self.home / PINS_FILE,
-                          json.dumps({k: v for k, v in sorted(pins.items()) if v}, indent=2).encode())
+            write_atomic(self.home / PINS_FILE,
+                         json.dumps({k: v for k, v in sorted(pins.items()) if v}, indent=2).encode())
         finally:
             os.close(fd)
 
@@ -515,17 +516,3 @@ def _content_fields(head: bytes) -> bytes:
     return b"".join(f for f in _fields(head) if f.lower().startswith(b"content-"))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a new file (0600), fsync it, and rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

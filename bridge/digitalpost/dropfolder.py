@@ -65,6 +65,7 @@ from bridge.core.service import Accepted, SessionInfo
 from bridge.digitalpost.dropresults import (NS, error_xml, receipt_xml, result_base, result_name,
                                             xml_stem)
 from bridge.errors import BridgeError
+from bridge.files import fsync_directory, write_atomic
 from bridge.logs import session_id
 
 log = logging.getLogger("bridge.dropfolder")
@@ -266,7 +267,7 @@ class DropFolders:
             return where / name
         dst = folder.processing / _free_name(folder.processing, name)
         os.rename(where / name, dst)
-        _fsync_dir(folder.processing)
+        fsync_directory(folder.processing)
         log.debug("claimed %s of tenant %s as processing/%s", _shown(name), folder.tenant,
                   _shown(dst.name))
         return dst
@@ -302,10 +303,10 @@ class DropFolders:
             elif result is None:
                 return False
             else:
-                _write_atomic(folder.processed / result_name(result[0], base), result[1])
+                write_atomic(folder.processed / result_name(result[0], base), result[1], 0o666)
             os.rename(path, folder.processed / f"{base}.xml")
-        _fsync_dir(folder.processed)
-        _fsync_dir(folder.processing)
+        fsync_directory(folder.processed)
+        fsync_directory(folder.processing)
         return True
 
     def _outcome(self, folder: Folder, principal: Any, path: Path, data: bytes, digest: str,
@@ -385,24 +386,6 @@ def _free_name(directory: Path, name: str) -> str:
     while os.path.lexists(directory / (f"{stem}-{n}.xml" if n else name)):
         n += 1
     return f"{stem}-{n}.xml" if n else name
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    with open(tmp, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = ["DropFolders", "NS"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bridge.errors import StorageUnavailable
+from bridge.files import fsync_directory
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -53,7 +54,7 @@ class FileBlobStore:
                 d.mkdir(exist_ok=True)
                 made = True
         if made:
-            _fsync_dir(self.root)
+            fsync_directory(self.root)
 
     def path(self, sha256: str) -> Path:
         if not _SHA256.fullmatch(sha256):
@@ -68,7 +69,7 @@ class FileBlobStore:
         final = os.path.join(directory, sha)
         try:
             if os.path.exists(final):
-                _fsync_dir(directory)      # another put may have just renamed it, not yet fsynced
+                fsync_directory(directory)      # another put may have just renamed it, not yet fsynced
                 return sha
             self._write(directory, final, data)
         except OSError as exc:
@@ -92,7 +93,7 @@ class FileBlobStore:
             raise
         os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(directory)
+        fsync_directory(directory)
 
     def get(self, sha256: str) -> bytes:
         try:
@@ -102,11 +103,3 @@ class FileBlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).exists()
-
-
-def _fsync_dir(directory: Path | str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
