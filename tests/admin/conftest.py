@@ -5,18 +5,19 @@ A PostgreSQL home costs seconds (a database, migrations, the demo seed), so
 tests that only read, or that check a refusal left everything as it was, share
 one home per module and engine.  Tests that change data use `home` from
 tests/conftest.py, which is new for each test.  Test modules that need the CLI
-against another home (no running bridge) define their own `cli`, which overrides
-this one.
+against another home (no running bridge) define their own `cli` (built with
+`in_process_cli`), which overrides this one.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -32,17 +33,23 @@ class Result:
     out: str
     err: str
 
+    def json(self) -> Any:
+        return json.loads(self.out)
+
 
 Cli = Callable[..., Result]
 
 
-@pytest.fixture
-def cli(bridge: RunningBridge, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """run("audit", "verify") -> Result, against the running bridge's home (stdin empty)."""
-    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(bridge.config.path))
+def in_process_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                   config: Path | None = None) -> Cli:
+    """run("tenant", "list", stdin="...") -> Result: `dp2bridge ARGV` in this process, with
+    stdin a pipe holding that text; argparse's exits become exit codes.  With `config`, the
+    home is named by $DP2BRIDGE_CONFIG."""
+    if config is not None:
+        monkeypatch.setenv("DP2BRIDGE_CONFIG", str(config))
 
-    def run(*argv: object) -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    def run(*argv: object, stdin: str = "") -> Result:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
         capsys.readouterr()
         try:
             code = main([str(a) for a in argv])
@@ -51,6 +58,12 @@ def cli(bridge: RunningBridge, capsys: pytest.CaptureFixture[str], monkeypatch: 
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
     return run
+
+
+@pytest.fixture
+def cli(bridge: RunningBridge, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """run("audit", "verify") -> Result, against the running bridge's home."""
+    return in_process_cli(capsys, monkeypatch, bridge.config.path)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

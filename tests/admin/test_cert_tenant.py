@@ -3,43 +3,24 @@ give every tenant: checked with the openssl binary, as a recipient of a receipt 
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bridge.admin.cli import main
 from bridge.config import Config
+from tests.admin.conftest import Cli, in_process_cli
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl binary is not installed")
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
-def cli(sqlite_home: Config, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch):
+def cli(sqlite_home: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     """run("cert", "show", ...) against the demo home -> Result."""
-    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(sqlite_home.path))
-
-    def run(*argv: str) -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        capsys.readouterr()
-        code = main(list(argv))
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-    return run
+    return in_process_cli(capsys, monkeypatch, sqlite_home.path)
 
 
 def x509_text(pem: str, *args: str) -> str:

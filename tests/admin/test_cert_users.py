@@ -4,19 +4,15 @@ users' S/MIME certificates checked with the real openssl binary (issue 5, accept
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import re
 import shutil
 import stat
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bridge.admin.cli import main
 from bridge.clock import FixedClock, SystemClock
 from bridge.config import Config
 from bridge.core.audit import AuditEvent
@@ -24,6 +20,7 @@ from bridge.crypto.evidence import ensure_tenant_pki
 from bridge.crypto.usercerts import issue_user_cert
 from bridge.store.certificates import CertificateRepository
 from bridge.store.sql import SqlStore
+from tests.admin.conftest import Cli, in_process_cli
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="the openssl binary is not installed")
@@ -32,27 +29,12 @@ LAWYER = "advokat@advokat.dp2.test"
 P12_PASSWORD = "Annas-PKCS12-kodeord"
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def make_cli(config: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(config.path))
-
-    def run(*argv: str, stdin: str = "") -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()
-        code = main(list(argv))
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-    return run
+def make_cli(config: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    return in_process_cli(capsys, monkeypatch, config.path)
 
 
 @pytest.fixture
-def cli(sqlite_home: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+def cli(sqlite_home: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     return make_cli(sqlite_home, capsys, monkeypatch)
 
 

@@ -8,13 +8,9 @@ them: against the hashes `store.credentials()` returns, with `verify_any`.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import smtplib
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -25,31 +21,13 @@ from bridge.crypto.passwords import verify_any
 from bridge.store.sql import SqlStore
 from tests.conftest import ANNA, CASEWORKER, JOBCENTER, LAWYER, PASSWORDS, RunningBridge
 from tests.helpers.smtp import connect
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> object:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Result]
+from tests.admin.conftest import Cli, in_process_cli
 
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     """run("tenant", "list", stdin="...") -> Result; stdin is a pipe with that text."""
-    def run(*argv: object, stdin: str = "") -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-    return run
+    return in_process_cli(capsys, monkeypatch)
 
 
 @pytest.fixture

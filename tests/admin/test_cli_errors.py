@@ -7,14 +7,12 @@ depends on the process: exit codes, signals, what reaches the terminal.
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,33 +22,15 @@ from bridge.admin import tenants
 from bridge.admin.cli import main
 from bridge.config import Config
 from tests.conftest import write_config
+from tests.admin.conftest import Cli, in_process_cli
 
 EXE = Path(sys.executable).with_name("dp2bridge")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
 
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     """run("tenant", "list") -> Result, in-process; usage errors give argparse's exit code."""
-    def run(*argv: object, stdin: str = "") -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-    return run
+    return in_process_cli(capsys, monkeypatch)
 
 
 @pytest.fixture

@@ -3,36 +3,26 @@ user's own temporary GnuPG home (HOME is temporary too: ~/.gnupg is never touche
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
 import stat
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from bridge.admin.cli import main
 from bridge.clock import SystemClock
 from bridge.config import Config
 from bridge.crypto.pgp import TenantKeyring
 from bridge.store.sql import SqlStore
+from tests.admin.conftest import in_process_cli
 
 GPG = shutil.which("gpg")
 pytestmark = pytest.mark.skipif(GPG is None, reason="the gpg binary is not installed")
 
 ANNA, CASEWORKER = "anna@borger.dp2.test", "sagsbehandler@kommune.dp2.test"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
 
 
 def user_gpg(home: Path, *args: str, data: bytes = b"") -> subprocess.CompletedProcess:
@@ -71,16 +61,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
 def cli(home: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> Iterator:
     """run("pgp", ...) against a fresh demo home (SQLite, and PostgreSQL when configured) -> Result."""
-    monkeypatch.setenv("DP2BRIDGE_CONFIG", str(home.path))
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
     monkeypatch.delenv("GNUPGHOME", raising=False)
-
-    def run(*argv: str) -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        capsys.readouterr()
-        code = main(list(argv))
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
+    run = in_process_cli(capsys, monkeypatch, home.path)
     run.home = home                                    # type: ignore[attr-defined]
     try:
         yield run
